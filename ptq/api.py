@@ -1,0 +1,141 @@
+"""The Python API: ``convert(path, config) -> ConvertResult``. The CLI is a thin layer over it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from ptq import __version__, loader
+from ptq.calibrate.runner import calibrate_minmax
+from ptq.config import Config, OutputPaths
+from ptq.errors import OutputError
+from ptq.quantize.dynamic import quantize_dynamic
+from ptq.quantize.plan import make_plan
+from ptq.quantize.static import quantize_static
+from ptq.write.onnx_file import serialize, write_onnx
+from ptq.write.oplist import OpList, build_oplist, optimized_graph, write_oplist
+from ptq.write.ort_file import write_ort
+
+log = logging.getLogger(__name__)
+
+# progress(stage, done, total): total 0 means "indeterminate".
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What a conversion produced and measured."""
+
+    source: Path
+    outputs: OutputPaths
+    mode: str  # "static" | "dynamic"
+    float_size_bytes: int
+    int8_size_bytes: int  # the .onnx output
+    ort_size_bytes: int | None
+    oplist: OpList
+    notes: list[str] = field(default_factory=list)
+    calibration_samples: int = 0
+    seconds: float = 0.0
+
+    @property
+    def size_ratio(self) -> float:
+        return self.int8_size_bytes / self.float_size_bytes if self.float_size_bytes else float("nan")
+
+
+def resolve_outputs(source: Path, config: Config) -> OutputPaths:
+    outputs = OutputPaths.for_output(config.output) if config.output else OutputPaths.default_for(source)
+    source_real = source.resolve()
+    for path in outputs.all():
+        if path.resolve() == source_real:
+            raise OutputError(f"output {path} is the input model; choose another -o")
+    if not outputs.onnx.parent.is_dir():
+        raise OutputError(f"output folder {outputs.onnx.parent} does not exist")
+    return outputs
+
+
+def convert(path: str | Path, config: Config | None = None, progress: Progress | None = None) -> ConvertResult:
+    """Quantize the float32 ONNX model at ``path`` to int8 and write the outputs.
+
+    Static (full int8) when ``config.calibration_data`` is set, dynamic (hybrid) otherwise.
+    Writes ``outputs.onnx``, ``outputs.ort`` (unless ``config.write_ort`` is False) and
+    ``outputs.ops`` atomically; the input is never modified.
+
+    Raises:
+        PtqError subclasses with a one-line message and an exit code.
+    """
+    config = config or Config()
+    started = time.perf_counter()
+    source = Path(path)
+    outputs = resolve_outputs(source, config)
+    report = progress or (lambda stage, done, total: None)
+
+    report("load", 0, 0)
+    loaded = loader.load(source)
+    prepared_names = {n.name for n in loaded.model.graph.node}
+    model = onnx.ModelProto()
+    model.CopyFrom(loaded.model)
+
+    samples = 0
+    if config.static:
+        plan = make_plan(model, config)
+        ranges, samples = calibrate_minmax(
+            loaded.model,
+            plan.activations,
+            config.calibration_data,
+            limit=config.calibration_samples,
+            progress=lambda done, total: report("calibrate", done, total),
+        )
+        report("quantize", 0, 0)
+        quantized = quantize_static(model, plan, ranges, config)
+        decisions = plan.decisions
+        mode = "static"
+    else:
+        report("quantize", 0, 0)
+        result = quantize_dynamic(model, config)
+        quantized, decisions = result.model, result.decisions
+        mode = "dynamic"
+
+    model_bytes = serialize(quantized, __version__)
+    report("analyze", 0, 0)
+    oplist = build_oplist(
+        loaded.original_node_names, prepared_names, decisions, optimized_graph(model_bytes), _prep_reasons(loaded)
+    )
+    report("write", 0, 0)
+    write_onnx(model_bytes, outputs.onnx)
+    ort_size = None
+    if config.write_ort:
+        write_ort(model_bytes, outputs.ort)
+        ort_size = outputs.ort.stat().st_size
+    write_oplist(oplist, outputs.ops)
+    return ConvertResult(
+        source=source,
+        outputs=outputs,
+        mode=mode,
+        float_size_bytes=loaded.size_bytes,
+        int8_size_bytes=len(model_bytes),
+        ort_size_bytes=ort_size,
+        oplist=oplist,
+        notes=list(loaded.notes),
+        calibration_samples=samples,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _prep_reasons(loaded: loader.LoadedModel) -> dict[str, str]:
+    """Why source nodes vanished during preparation, by op type."""
+    reasons = {}
+    for name, op_type in loaded.original_node_names:
+        if op_type == "Constant":
+            reasons[name] = "constant: folded into an initializer"
+        elif op_type == "BatchNormalization":
+            reasons[name] = "folded into the preceding Conv by onnxruntime"
+        elif op_type in ("Identity", "Dropout"):
+            reasons[name] = "no-op at inference: removed by onnxruntime"
+        else:
+            reasons[name] = "computed ahead of time (constant folding) or fused by onnxruntime's basic optimizations"
+    return reasons

@@ -1,0 +1,85 @@
+"""Run the float model over calibration samples and observe the ranges of chosen tensors.
+
+One onnxruntime session, with the observed tensors added as extra graph outputs; samples are
+read and run one at a time and each output updates its observer and is dropped, so peak memory
+is one sample's activations whatever the number of samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper
+
+from ptq.calibrate.data import input_specs, iter_samples, sample_files
+from ptq.calibrate.observers import MinMaxObserver
+from ptq.errors import CalibrationDataError, UnsupportedModelError
+from ptq.graph import ort_error_line
+
+Progress = Callable[[int, int], None]
+
+
+def with_outputs(model: onnx.ModelProto, tensors: Iterable[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also returns ``tensors`` (those not already outputs or inputs)."""
+    observed = onnx.ModelProto()
+    observed.CopyFrom(model)
+    present = {o.name for o in observed.graph.output} | {i.name for i in observed.graph.input}
+    for name in tensors:
+        if name not in present:
+            observed.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+            present.add(name)
+    return observed
+
+
+def session(model: onnx.ModelProto, threads: int | None = None):
+    """A CPU inference session for ``model`` (serialized in memory, or via a file when huge)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise UnsupportedModelError(f"onnxruntime cannot run the model: {ort_error_line(exc)}") from None
+
+
+def calibrate_minmax(
+    model: onnx.ModelProto,
+    tensors: list[str],
+    data_dir: Path,
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, tuple[float, float]], int]:
+    """Min/max range of every tensor in ``tensors`` over the samples in ``data_dir``.
+
+    Returns:
+        ``(ranges, samples_used)``.
+    """
+    specs = input_specs(model)
+    total = len(sample_files(data_dir)[:limit])
+    sess = session(with_outputs(model, tensors))
+    output_names = [o.name for o in sess.get_outputs()]
+    wanted = set(tensors)
+    observers = {name: MinMaxObserver() for name in tensors}
+    used = 0
+    for feed in iter_samples(data_dir, specs, limit):
+        try:
+            outputs = sess.run(None, feed)
+        except Exception as exc:
+            raise CalibrationDataError(f"sample {used + 1} of {total}: onnxruntime failed on it: {ort_error_line(exc)}") from None
+        for name, value in zip(output_names, outputs):
+            if name in wanted:
+                observers[name].update(value)
+        for name, value in feed.items():
+            if name in wanted:
+                observers[name].update(value)
+        del outputs
+        used += 1
+        if progress:
+            progress(used, total)
+    return {name: obs.range() for name, obs in observers.items()}, used

@@ -1,0 +1,94 @@
+"""Configuration of a conversion: frozen dataclasses and string enums (JSON round-trips).
+
+The CLI builds one ``Config`` from its options and hands it to ``ptq.convert``; every stage reads
+typed fields from it. Validation happens here, once, in ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from ptq.errors import UsageError
+
+
+class Scheme(str, enum.Enum):
+    """How a real range maps onto integers."""
+
+    SYMMETRIC = "symmetric"  # zero point in the middle; scale from max |x|
+    ASYMMETRIC = "asymmetric"  # zero point anywhere; scale from max - min
+
+
+class CalibrationMethod(str, enum.Enum):
+    MINMAX = "minmax"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that decides the output of ``ptq.convert``.
+
+    Attributes:
+        output: path of the quantized ``.onnx``; default ``<stem>.int8.onnx`` beside the input.
+        calibration_data: folder of ``.npz``/``.npy`` samples; ``None`` selects dynamic
+            (weight-only + hybrid kernels) mode, as TFLite's dynamic-range quantization.
+        weights: scheme of int8 weights.
+        activations: scheme of activations; asymmetric means uint8 (onnxruntime's fast x86 path),
+            symmetric means int8 with zero point 0.
+        per_channel: one scale per output channel of Conv/MatMul/Gemm weights.
+        reduce_range: 7-bit weights, for x86 CPUs without VNNI (see README for measurements).
+        exclude: node names or op types to keep float.
+        calibration_samples: use only the first N calibration samples.
+        write_ort: also write the ``.ort`` flatbuffer.
+    """
+
+    output: Path | None = None
+    calibration_data: Path | None = None
+    weights: Scheme = Scheme.SYMMETRIC
+    activations: Scheme = Scheme.ASYMMETRIC
+    per_channel: bool = True
+    reduce_range: bool = False
+    exclude: tuple[str, ...] = ()
+    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    calibration_samples: int | None = None
+    write_ort: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", Scheme(self.weights))
+        object.__setattr__(self, "activations", Scheme(self.activations))
+        object.__setattr__(self, "calibration_method", CalibrationMethod(self.calibration_method))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        if self.output is not None:
+            object.__setattr__(self, "output", Path(self.output))
+        if self.calibration_data is not None:
+            object.__setattr__(self, "calibration_data", Path(self.calibration_data))
+        if self.calibration_samples is not None and self.calibration_samples < 1:
+            raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}")
+
+    @property
+    def static(self) -> bool:
+        """Static (full int8) when calibration data is given; dynamic (hybrid) otherwise."""
+        return self.calibration_data is not None
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """The files one conversion writes, all beside each other."""
+
+    onnx: Path
+    ort: Path
+    ops: Path
+
+    @classmethod
+    def for_output(cls, onnx_path: Path) -> "OutputPaths":
+        stem = onnx_path.name[: -len(".onnx")] if onnx_path.name.endswith(".onnx") else onnx_path.name
+        return cls(onnx=onnx_path, ort=onnx_path.with_name(stem + ".ort"), ops=onnx_path.with_name(stem + ".ops.json"))
+
+    @classmethod
+    def default_for(cls, model_path: Path) -> "OutputPaths":
+        stem = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.stem
+        return cls.for_output(model_path.with_name(stem + ".int8.onnx"))
+
+    def all(self) -> list[Path]:
+        return [self.onnx, self.ort, self.ops]
+

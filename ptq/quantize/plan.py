@@ -1,0 +1,279 @@
+"""Decide which nodes of a prepared model run int8 (static mode), and why the others stay float.
+
+The weighted ops (Conv, MatMul, Gemm, ConvTranspose) are where int8 pays, so they are always
+quantized when they can be. Every other int8-capable op joins them only where that does not add
+a conversion: each tensor that crosses between the int8 region R and float code costs one pass
+over it (a QuantizeLinear into R, or a DequantizeLinear out of R). A candidate joins R when
+
+    cost(R + node) <= cost(R),   cost(R) = sum over tensors t of
+        [t enters R from float code] + [t leaves R into float code or a graph output]
+
+so an Add between two quantized convolutions is quantized (its inputs and output are int8
+anyway), while an Add between two LayerNorms stays float (quantizing it would add three passes).
+Relu/Clip right after an int8 node are absorbed: the QuantizeLinear goes after them and
+onnxruntime folds them into it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+from onnx import TensorProto
+
+from ptq.config import Config, Scheme
+from ptq.graph import attr, consumers, elem_types, has_subgraph, initializers, producers
+from ptq.quantize import kernels
+
+# Roles of quantized nodes.
+WEIGHTED = "weighted"  # Conv/MatMul/Gemm/ConvTranspose with int8 weights
+ELEMENTWISE = "elementwise"  # QLinearAdd/Mul/Concat/... kernels
+MOVEMENT = "movement"  # runs on the int8 tensor, keeps its scale
+ABSORBED = "absorbed"  # Relu/Clip folded into the following QuantizeLinear
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the plan does with one node; ``reason`` says why a node stays float."""
+
+    quantize: bool
+    role: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class Plan:
+    """Nodes to quantize and the activation tensors that get QuantizeLinear/DequantizeLinear."""
+
+    decisions: dict[str, Decision]
+    activations: list[str] = field(default_factory=list)  # tensors that get a Q (in graph order)
+    # weighted node name -> index of its weight input and its per-channel axis (None = per tensor)
+    weights: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+
+    def quantized(self, name: str) -> bool:
+        d = self.decisions.get(name)
+        return bool(d and d.quantize)
+
+    def role(self, name: str) -> str | None:
+        d = self.decisions.get(name)
+        return d.role if d and d.quantize else None
+
+
+def is_excluded(node: onnx.NodeProto, exclude: tuple[str, ...]) -> bool:
+    return node.name in exclude or node.op_type in exclude
+
+
+def weight_axis(node: onnx.NodeProto, weight: onnx.TensorProto, per_channel: bool) -> int | None:
+    """Per-channel axis of a weighted node's weight, or None for per-tensor."""
+    if not per_channel or len(weight.dims) < 2:
+        return None
+    if node.op_type in kernels.CONV_WEIGHT_AXIS:
+        return kernels.CONV_WEIGHT_AXIS[node.op_type]
+    if node.op_type == "Gemm":
+        return 0 if attr(node, "transB", 0) else 1
+    return len(weight.dims) - 1  # MatMul: output columns
+
+
+def make_plan(model: onnx.ModelProto, config: Config) -> Plan:
+    graph = model.graph
+    inits = initializers(graph)
+    types = _known_types(model)
+    produced_by = producers(graph)
+    read_by = consumers(graph)
+    graph_outputs = {o.name for o in graph.output}
+
+    def is_float_activation(name: str) -> bool:
+        return bool(name) and name not in inits and types.get(name) == TensorProto.FLOAT
+
+    decisions: dict[str, Decision] = {}
+    weights: dict[str, tuple[int, int | None]] = {}
+    candidates: list[onnx.NodeProto] = []
+    for node in graph.node:
+        decision = _first_look(node, config, inits, is_float_activation, weights)
+        if decision is None:
+            candidates.append(node)
+        else:
+            decisions[node.name] = decision
+
+    # Folding Relu/Clip into a Q needs the Q's zero point at the clip's lower bound, which an
+    # asymmetric (uint8) range gives; symmetric int8 (zero point 0) keeps negative codes.
+    absorb = config.activations == Scheme.ASYMMETRIC
+    region = {n for n, d in decisions.items() if d.quantize}
+    roles = {n: d.role for n, d in decisions.items() if d.quantize}
+
+    def cost_of(tensor: str, region: set[str]) -> int:
+        producer = produced_by.get(tensor)
+        from_r = producer is not None and producer.name in region
+        readers = read_by.get(tensor, [])
+        into_r = any(c.name in region for c in readers)
+        to_float = tensor in graph_outputs or any(c.name not in region for c in readers)
+        return int(into_r and not from_r) + int(from_r and to_float)
+
+    def touched(node: onnx.NodeProto) -> set[str]:
+        data = [node.input[i] for i in kernels.data_inputs(node.op_type, len(node.input))]
+        return {t for t in list(data) + list(node.output) if is_float_activation(t)}
+
+    # Grow R to a fixed point; candidates are visited in graph order, so the result is
+    # deterministic. Each pass can only add nodes, so at most len(candidates) passes.
+    changed = True
+    while changed:
+        changed = False
+        for node in candidates:
+            if node.name in region or not _candidate_ready(node, is_float_activation, produced_by, read_by, region, roles, absorb):
+                continue
+            tensors = touched(node)
+            before = sum(cost_of(t, region) for t in tensors)
+            after = sum(cost_of(t, region | {node.name}) for t in tensors)
+            if after <= before:
+                region.add(node.name)
+                roles[node.name] = _role_of(node)
+                changed = True
+
+    for node in candidates:
+        if node.name in region:
+            decisions[node.name] = Decision(True, roles[node.name])
+        elif node.op_type in kernels.CLIPPING_ACTIVATIONS:
+            decisions[node.name] = Decision(False, reason="its input is not an int8 output it could fold into")
+        else:
+            decisions[node.name] = Decision(
+                False, reason="neighbours run float: quantizing it alone would add QuantizeLinear/DequantizeLinear passes"
+            )
+
+    activations = _quantized_tensors(graph, region, roles, is_float_activation, read_by)
+    return Plan(decisions, activations, weights)
+
+
+def _first_look(node, config, inits, is_float_activation, weights) -> Decision | None:
+    """Decide nodes whose fate does not depend on their neighbours; None for candidates."""
+    op = node.op_type
+    if is_excluded(node, config.exclude):
+        return Decision(False, reason="excluded by the user (--exclude)")
+    if has_subgraph(node):
+        return Decision(False, reason=f"control flow ({op}): its body is kept float")
+    if node.domain not in ("", "ai.onnx"):
+        return Decision(False, reason=f"custom-domain op {node.domain}.{op}: no int8 kernel")
+    allowed = kernels.WEIGHTED | kernels.ELEMENTWISE | kernels.DATA_MOVEMENT | kernels.CLIPPING_ACTIVATIONS
+    if op not in allowed:
+        return Decision(False, reason=f"no int8 kernel in onnxruntime for {op}")
+    data = [node.input[i] for i in kernels.data_inputs(op, len(node.input))]
+    if not data or not any(is_float_activation(t) for t in data) or not all(
+        is_float_activation(t) or t in inits for t in data
+    ):
+        return Decision(False, reason="works on integer/bool or constant tensors (shape computation)")
+    if not node.output or not is_float_activation(node.output[0]):
+        return Decision(False, reason="its output is not a float tensor")
+    if op in kernels.WEIGHTED:
+        return _weighted_decision(node, config, inits, is_float_activation, weights)
+    return None
+
+
+def _weighted_decision(node, config, inits, is_float_activation, weights) -> Decision:
+    op = node.op_type
+    if op == "Gemm" and (attr(node, "transA", 0) or attr(node, "alpha", 1.0) != 1.0 or attr(node, "beta", 1.0) != 1.0):
+        return Decision(False, reason="Gemm with transA/alpha/beta has no int8 form in onnxruntime")
+    if op == "MatMul" and is_float_activation(node.input[1]):
+        weights[node.name] = (1, None)  # both operands are activations (e.g. attention scores)
+        return Decision(True, WEIGHTED)
+    weight_name = node.input[1] if len(node.input) > 1 else ""
+    weight = inits.get(weight_name)
+    if weight is None or weight.data_type != TensorProto.FLOAT:
+        return Decision(False, reason="its weight is computed at run time, not a constant")
+    if op == "MatMul" and len(weight.dims) != 2:
+        return Decision(False, reason="MatMul weight is not 2-D")
+    weights[node.name] = (1, weight_axis(node, weight, config.per_channel))
+    return Decision(True, WEIGHTED)
+
+
+def _candidate_ready(node, is_float_activation, produced_by, read_by, region, roles, absorb: bool) -> bool:
+    """Structural conditions, beyond cost, for a candidate to join R."""
+    op = node.op_type
+    data = [node.input[i] for i in kernels.data_inputs(op, len(node.input))]
+    activation_inputs = [t for t in data if is_float_activation(t)]
+    if op in kernels.CLIPPING_ACTIVATIONS:
+        # Absorb only right after an int8 producer (not a data-movement node: those must keep
+        # their input's scale, and a clip would change it).
+        producer = produced_by.get(activation_inputs[0]) if activation_inputs else None
+        return (
+            absorb
+            and producer is not None
+            and producer.name in region
+            and roles.get(producer.name) in (WEIGHTED, ELEMENTWISE)
+            and len(read_by.get(activation_inputs[0], [])) == 1  # the fusion needs a single consumer
+            and _clip_is_absorbable(node)
+        )
+    if op in kernels.DATA_MOVEMENT:
+        # Worth it only on a tensor that is already int8 (its producer is in R).
+        producer = produced_by.get(activation_inputs[0]) if activation_inputs else None
+        return producer is not None and producer.name in region
+    return True
+
+
+def _clip_is_absorbable(node: onnx.NodeProto) -> bool:
+    if node.op_type == "Relu":
+        return True
+    # Clip bounds are inputs (opset >= 11); folding needs them constant, checked by the
+    # quantizer when it computes the range. Here: a Clip with a lower bound present.
+    return len(node.input) >= 2 and bool(node.input[1])
+
+
+def _role_of(node: onnx.NodeProto) -> str:
+    if node.op_type in kernels.CLIPPING_ACTIVATIONS:
+        return ABSORBED
+    if node.op_type in kernels.DATA_MOVEMENT:
+        return MOVEMENT
+    return ELEMENTWISE
+
+
+def _quantized_tensors(graph, region, roles, is_float_activation, read_by) -> list[str]:
+    """Activation tensors that get a QuantizeLinear: float data inputs and outputs of R nodes,
+    except an output read only by an absorbed Relu/Clip (the Q goes after the activation)."""
+    result: list[str] = []
+    seen: set[str] = set()
+
+    def add(t: str) -> None:
+        if t not in seen and is_float_activation(t):
+            seen.add(t)
+            result.append(t)
+
+    for inp in graph.input:
+        if any(c.name in region and roles[c.name] != ABSORBED for c in read_by.get(inp.name, [])):
+            add(inp.name)
+    for node in graph.node:
+        if node.name in region:
+            for t in node.output:
+                readers = read_by.get(t, [])
+                absorbed_only = readers and all(c.name in region and roles[c.name] == ABSORBED for c in readers)
+                if not absorbed_only or t in {o.name for o in graph.output}:
+                    add(t)
+        for t in node.input:
+            if t and t not in seen and any(
+                c.name in region and roles[c.name] != ABSORBED and t in _data_of(c) for c in read_by.get(t, [])
+            ):
+                add(t)
+    return result
+
+
+def _data_of(node: onnx.NodeProto) -> list[str]:
+    return [node.input[i] for i in kernels.data_inputs(node.op_type, len(node.input))]
+
+
+def _known_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element types from shape inference, filled in for outputs it missed: most ops keep the
+    type of their first input; the exceptions that matter here produce integers or bools."""
+    types = elem_types(model)
+    integer_outputs = {"Shape", "Size", "NonZero", "ArgMax", "ArgMin", "TopK"}
+    bool_outputs = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf"}
+    for node in model.graph.node:
+        for index, out in enumerate(node.output):
+            if not out or out in types:
+                continue
+            if node.op_type in integer_outputs or (node.op_type == "TopK" and index == 1):
+                types[out] = TensorProto.INT64
+            elif node.op_type in bool_outputs:
+                types[out] = TensorProto.BOOL
+            elif node.op_type == "Cast":
+                types[out] = int(attr(node, "to", 0))
+            elif node.input and node.input[0] in types and not has_subgraph(node):
+                types[out] = types[node.input[0]]
+    return types
+

@@ -1,0 +1,222 @@
+"""Static int8: insert QuantizeLinear/DequantizeLinear (QDQ form) around the planned nodes.
+
+Layout of one quantized weighted node (what onnxruntime fuses into QLinearConv/QGemm/...):
+
+    x_q --DQ--> x'   W_int8 --DQ(axis)--> W'   b_int32 --DQ--> b'
+                x', W', b' --Conv--> y --Q--> y_q
+
+* every int8 consumer gets its own DequantizeLinear (onnxruntime fuses a DQ into one node only);
+* the producer's Q is shared; float consumers and graph outputs read one shared DQ that takes
+  the tensor's original name, so the graph's interface is unchanged;
+* data-movement nodes keep their input's scale and zero point on the output, the condition for
+  onnxruntime to drop the pair and move int8 data;
+* bias is int32 with ``scale = input_scale * weight_scale`` and zero point 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from ptq import qmath
+from ptq.config import Config, Scheme
+from ptq.errors import UnsupportedModelError
+from ptq.graph import consumers, initializers, producers, to_array
+from ptq.quantize import kernels
+from ptq.quantize.plan import ABSORBED, MOVEMENT, WEIGHTED, Plan
+from ptq.quantize.rewrite import GraphBuilder, finish
+
+
+@dataclass(frozen=True)
+class QParams:
+    scale: np.ndarray  # float32, 0-d
+    zero_point: np.ndarray  # activation dtype, 0-d
+
+
+def activation_dtype(config: Config) -> type:
+    return np.uint8 if config.activations == Scheme.ASYMMETRIC else np.int8
+
+
+def activation_qparams(
+    model: onnx.ModelProto, plan: Plan, ranges: dict[str, tuple[float, float]], config: Config
+) -> dict[str, QParams]:
+    """Scale and zero point of every quantized activation tensor."""
+    produced_by = producers(model.graph)
+    dtype = activation_dtype(config)
+    symmetric = config.activations == Scheme.SYMMETRIC
+    result: dict[str, QParams] = {}
+
+    def resolve(tensor: str, depth: int = 0) -> QParams:
+        if tensor in result:
+            return result[tensor]
+        producer = produced_by.get(tensor)
+        role = plan.role(producer.name) if producer is not None else None
+        if role == MOVEMENT and depth < 10_000:
+            data = producer.input[kernels.data_inputs(producer.op_type, len(producer.input))[0]]
+            qp = resolve(data, depth + 1)
+        else:
+            if role is not None and producer.op_type in kernels.FIXED_OUTPUT_RANGE and producer.op_type == "Softmax":
+                lo, hi = kernels.FIXED_OUTPUT_RANGE[producer.op_type]
+            elif tensor in ranges:
+                lo, hi = ranges[tensor]
+            else:
+                raise UnsupportedModelError(f"no calibrated range for tensor {tensor!r}")
+            scale, zero_point = qmath.scale_zero_point(lo, hi, dtype, symmetric=symmetric)
+            qp = QParams(scale, zero_point)
+        result[tensor] = qp
+        return qp
+
+    for tensor in plan.activations:
+        resolve(tensor)
+    return result
+
+
+def quantize_static(
+    model: onnx.ModelProto, plan: Plan, ranges: dict[str, tuple[float, float]], config: Config
+) -> onnx.ModelProto:
+    """Return a QDQ model: ``model`` with the plan's tensors and weights quantized."""
+    qparams = activation_qparams(model, plan, ranges, config)
+    builder = GraphBuilder(model)
+    graph = model.graph
+    inits = initializers(graph)
+    produced_by = producers(graph)
+    read_by = consumers(graph)
+    graph_outputs = {o.name for o in graph.output}
+    act_dtype = activation_dtype(config)
+    symmetric_weights = config.weights == Scheme.SYMMETRIC
+
+    quantized_name: dict[str, str] = {}  # activation tensor -> its int8 tensor
+    qparam_names: dict[str, tuple[str, str]] = {}  # activation tensor -> (scale, zero point) initializers
+    nodes: list[onnx.NodeProto] = []
+
+    def params_of(tensor: str) -> tuple[str, str]:
+        if tensor not in qparam_names:
+            qp = qparams[tensor]
+            qparam_names[tensor] = (
+                builder.constant(f"{tensor}/scale", qp.scale),
+                builder.constant(f"{tensor}/zero_point", qp.zero_point),
+            )
+        return qparam_names[tensor]
+
+    def emit_quantize(tensor: str, source: str) -> None:
+        scale, zero_point = params_of(tensor)
+        q_name = builder.unique(f"{tensor}/quantized")
+        nodes.append(builder.quantize_node(source, scale, zero_point, q_name))
+        quantized_name[tensor] = q_name
+
+    def dequantized_for(tensor: str, reader: str) -> str:
+        scale, zero_point = params_of(tensor)
+        out = builder.unique(f"{tensor}/dq/{reader}")
+        nodes.append(builder.dequantize_node(quantized_name[tensor], scale, zero_point, out))
+        return out
+
+    activation_set = set(plan.activations)
+    for inp in graph.input:
+        if inp.name in activation_set:
+            emit_quantize(inp.name, inp.name)
+
+    for node in graph.node:
+        role = plan.role(node.name)
+        new_node = onnx.NodeProto()
+        new_node.CopyFrom(node)
+        if role is not None and role != ABSORBED:
+            data = set(kernels.data_inputs(node.op_type, len(node.input)))
+            for index, tensor in enumerate(node.input):
+                if index in data and tensor in activation_set:
+                    new_node.input[index] = dequantized_for(tensor, node.name)
+            if role == WEIGHTED:
+                _quantize_weights(node, new_node, plan, inits, builder, nodes, qparams, config, symmetric_weights)
+            else:
+                for index in sorted(data):
+                    tensor = node.input[index]
+                    if tensor in inits and tensor:
+                        new_node.input[index] = _constant_operand(tensor, inits[tensor], node, builder, nodes, act_dtype, config)
+        renamed: dict[str, str] = {}
+        if role is not None:
+            for index, tensor in enumerate(node.output):
+                if tensor in activation_set:
+                    renamed[tensor] = builder.unique(f"{tensor}/float")
+                    new_node.output[index] = renamed[tensor]
+        nodes.append(new_node)
+        for tensor in node.output:
+            if tensor not in activation_set:
+                continue
+            if tensor in renamed:
+                emit_quantize(tensor, renamed[tensor])
+                readers = read_by.get(tensor, [])
+                if tensor in graph_outputs or any(not _reads_quantized(r, tensor, plan) for r in readers):
+                    scale, zero_point = params_of(tensor)
+                    nodes.append(builder.dequantize_node(quantized_name[tensor], scale, zero_point, tensor))
+            else:
+                emit_quantize(tensor, tensor)
+    del produced_by
+    return finish(model, nodes, builder)
+
+
+def _reads_quantized(reader: onnx.NodeProto, tensor: str, plan: Plan) -> bool:
+    """True if ``reader`` takes ``tensor`` through its own DequantizeLinear."""
+    role = plan.role(reader.name)
+    if role is None or role == ABSORBED:
+        return False
+    data = kernels.data_inputs(reader.op_type, len(reader.input))
+    return any(reader.input[i] == tensor for i in data)
+
+
+def _quantize_weights(node, new_node, plan, inits, builder, nodes, qparams, config, symmetric_weights) -> None:
+    """Weight to int8 (per-channel when planned), bias to int32, each behind a DequantizeLinear."""
+    weight_index, axis = plan.weights[node.name]
+    weight_name = node.input[weight_index]
+    if weight_name not in inits:  # activation x activation MatMul: both sides are activations
+        return
+    w = to_array(inits[weight_name]).astype(np.float32)
+    _require_finite(weight_name, w)
+    q, scale, zero_point = qmath.quantize_weight(
+        w, np.int8, symmetric=symmetric_weights, axis=axis, reduce_range=config.reduce_range
+    )
+    q_name = builder.constant(f"{weight_name}/int8", q)
+    s_name = builder.constant(f"{weight_name}/scale", scale)
+    z_name = builder.constant(f"{weight_name}/zero_point", zero_point)
+    out = builder.unique(f"{weight_name}/dq/{node.name}")
+    nodes.append(builder.dequantize_node(q_name, s_name, z_name, out, axis=axis if scale.ndim else None))
+    new_node.input[weight_index] = out
+
+    bias_index = 2
+    if node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(node.input) > bias_index and node.input[bias_index]:
+        bias_name = node.input[bias_index]
+        input_tensor = node.input[0]
+        if bias_name in inits and input_tensor in qparams:
+            bias = to_array(inits[bias_name]).astype(np.float32)
+            _require_finite(bias_name, bias)
+            if bias.ndim == 1:
+                qb, bscale = qmath.quantize_bias(bias, float(qparams[input_tensor].scale), scale)
+                qb_name = builder.constant(f"{bias_name}/int32", qb)
+                bs_name = builder.constant(f"{bias_name}/scale", bscale)
+                bz_name = builder.constant(f"{bias_name}/zero_point", np.zeros(bscale.shape, np.int32))
+                bout = builder.unique(f"{bias_name}/dq/{node.name}")
+                nodes.append(builder.dequantize_node(qb_name, bs_name, bz_name, bout, axis=0 if bscale.ndim else None))
+                new_node.input[bias_index] = bout
+
+
+def _constant_operand(name, tensor, node, builder, nodes, act_dtype, config) -> str:
+    """A constant input of an int8 elementwise op (Add(x, 3), Mul(x, 1/6), Concat(x, c)):
+    quantized per tensor in the activation type so the int8 kernel takes it."""
+    value = to_array(tensor).astype(np.float32)
+    _require_finite(name, value)
+    symmetric = config.activations == Scheme.SYMMETRIC
+    lo, hi = (float(value.min()), float(value.max())) if value.size else (0.0, 0.0)
+    scale, zero_point = qmath.scale_zero_point(lo, hi, act_dtype, symmetric=symmetric)
+    q = qmath.quantize(value, scale, zero_point, act_dtype)
+    q_name = builder.constant(f"{name}/quantized", q)
+    s_name = builder.constant(f"{name}/scale", scale)
+    z_name = builder.constant(f"{name}/zero_point", zero_point)
+    out = builder.unique(f"{name}/dq/{node.name}")
+    nodes.append(builder.dequantize_node(q_name, s_name, z_name, out))
+    return out
+
+
+def _require_finite(name: str, value: np.ndarray) -> None:
+    if not np.all(np.isfinite(value)):
+        bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+        raise UnsupportedModelError(f"weight {name!r} contains {bad} NaN/Inf values; cannot quantize it")

@@ -1,0 +1,179 @@
+"""The op list: for every node of the source model, the kernel onnxruntime really runs for it.
+
+We let onnxruntime optimize the quantized model at the extended level (the level at which its
+QDQ fusions happen, without CPU-specific layout changes), save the graph it would run, and read
+it: a source node that became QLinearConv/QGemm/QLinearAdd/... or now moves int8 tensors runs
+int8; one inside DynamicQuantizeMatMul/MatMulIntegerToFloat runs hybrid; one that kept its float
+op runs float, with the reason from the plan, or "onnxruntime did not fuse it" when the plan
+meant it to run int8. Nothing here trusts the plan's intentions.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import onnx
+
+from ptq.errors import PtqError
+from ptq.graph import ort_error_line
+from ptq.quantize.plan import Decision
+from ptq.write.atomic import write_bytes
+from ptq.write.ort_file import optimized_session_options
+
+INT8 = "int8"
+HYBRID = "hybrid"
+FLOAT = "float"
+FOLDED = "folded"
+KERNELS = (INT8, HYBRID, FLOAT, FOLDED)
+
+INT8_KERNELS = frozenset(
+    {
+        "QLinearConv",
+        "QLinearMatMul",
+        "QGemm",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearConcat",
+        "QLinearAveragePool",
+        "QLinearGlobalAveragePool",
+        "QLinearLeakyRelu",
+        "QLinearSigmoid",
+        "QLinearSoftmax",
+        "QLinearWhere",
+        "QLinearConvTranspose",
+        "QLinearReduceMean",
+        "ConvInteger",
+    }
+)
+HYBRID_KERNELS = frozenset({"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger"})
+INT8_TYPES = frozenset({onnx.TensorProto.INT8, onnx.TensorProto.UINT8})
+
+
+@dataclass(frozen=True)
+class OpEntry:
+    name: str
+    op_type: str
+    kernel: str  # int8 | hybrid | float | folded
+    reason: str
+    runs_as: str | None = None  # the onnxruntime node type that executes it
+
+
+@dataclass(frozen=True)
+class OpList:
+    nodes: list[OpEntry]
+
+    def summary(self) -> dict[str, int]:
+        counts = {k: 0 for k in KERNELS}
+        for entry in self.nodes:
+            counts[entry.kernel] += 1
+        return counts
+
+    def to_json(self) -> dict:
+        return {"summary": self.summary(), "nodes": [asdict(e) for e in self.nodes]}
+
+    def float_fallbacks(self) -> list[OpEntry]:
+        return [e for e in self.nodes if e.kernel == FLOAT]
+
+
+def optimized_graph(model_bytes: bytes) -> onnx.ModelProto:
+    """The graph onnxruntime runs for ``model_bytes`` at the extended level."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="ptq-oplist-") as tmp:
+        target = Path(tmp) / "optimized.onnx"
+        options = optimized_session_options("ORT_ENABLE_EXTENDED", target, ort_format=False)
+        try:
+            ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise PtqError(f"internal error: onnxruntime cannot load the quantized model: {ort_error_line(exc)}") from None
+        return onnx.load(str(target))
+
+
+@dataclass(frozen=True)
+class _Executed:
+    op_type: str
+    kernel: str
+
+
+def executed_kernels(optimized: onnx.ModelProto) -> dict[str, _Executed]:
+    """Node name -> what onnxruntime runs, for every node of the optimized graph.
+
+    Fused nodes are named after the node they replace by onnxruntime's QDQ actions; data
+    movement nodes keep their name and run int8 when their data input is an int8 tensor.
+    """
+    graph = optimized.graph
+    int8_tensors: set[str] = {t.name for t in graph.initializer if t.data_type in INT8_TYPES}
+    dynamic_outputs: set[str] = set()
+    result: dict[str, _Executed] = {}
+    for node in graph.node:  # the saved graph is topologically sorted
+        op = node.op_type
+        if op == "DynamicQuantizeLinear":
+            dynamic_outputs |= set(node.output)
+        if op in INT8_KERNELS:
+            kernel = INT8
+        elif op in HYBRID_KERNELS:
+            kernel = HYBRID if (op == "DynamicQuantizeMatMul" or node.input[0] in dynamic_outputs) else INT8
+        elif op in ("QuantizeLinear", "DynamicQuantizeLinear"):
+            kernel = INT8
+        elif op == "DequantizeLinear":
+            kernel = FLOAT
+        elif node.input and node.input[0] in int8_tensors:
+            kernel = INT8  # data movement on an int8 tensor
+        else:
+            kernel = FLOAT
+        if kernel == INT8 and op not in ("DequantizeLinear",):
+            int8_tensors |= {o for o in node.output if o}
+        if op in ("QuantizeLinear", "DynamicQuantizeLinear"):
+            int8_tensors |= {node.output[0]}
+        if op in INT8_KERNELS and op not in ("QLinearConv", "QLinearMatMul", "QGemm") or op.startswith("QLinear"):
+            int8_tensors |= {o for o in node.output if o}
+        result[node.name] = _Executed(op, kernel)
+    return result
+
+
+def build_oplist(
+    source_nodes: list[tuple[str, str]],
+    prepared_names: set[str],
+    decisions: dict[str, Decision],
+    optimized: onnx.ModelProto,
+    prep_reasons: dict[str, str],
+) -> OpList:
+    """One entry per source node: what runs it, and why it is float when it is."""
+    executed = executed_kernels(optimized)
+    entries: list[OpEntry] = []
+    for name, op_type in source_nodes:
+        decision = decisions.get(name)
+        if name not in prepared_names:
+            entries.append(OpEntry(name, op_type, FOLDED, prep_reasons.get(name, "removed by onnxruntime's basic optimizations")))
+            continue
+        runs = executed.get(name)
+        if runs is None:
+            if decision is not None and decision.quantize and decision.role == "absorbed":
+                entries.append(OpEntry(name, op_type, INT8, "folded into the int8 QuantizeLinear after it", None))
+            elif decision is not None and decision.quantize:
+                entries.append(OpEntry(name, op_type, INT8, "fused by onnxruntime into a neighbouring int8 node", None))
+            else:
+                entries.append(OpEntry(name, op_type, FLOAT, "fused by onnxruntime into a float node", None))
+            continue
+        if runs.kernel == FLOAT:
+            if decision is not None and decision.quantize and decision.role not in ("weight-only",):
+                reason = f"onnxruntime did not fuse its QDQ group: runs float {runs.op_type}"
+            elif decision is not None and decision.role == "weight-only":
+                reason = "int8 weight stored, dequantized for the float kernel (no fast int8 kernel)"
+            else:
+                reason = decision.reason if decision and decision.reason else f"no int8 kernel in onnxruntime for {op_type}"
+            entries.append(OpEntry(name, op_type, FLOAT, reason, runs.op_type))
+        else:
+            reason = "int8 kernel" if runs.kernel == INT8 else "int8 weights, activations quantized at run time"
+            if runs.op_type == op_type and runs.kernel == INT8:
+                reason = "runs on int8 tensors (quantize/dequantize pair removed)"
+            entries.append(OpEntry(name, op_type, runs.kernel, reason, runs.op_type))
+    return OpList(entries)
+
+
+def write_oplist(oplist: OpList, path: Path) -> None:
+    text = json.dumps(oplist.to_json(), indent=1, sort_keys=False) + "\n"
+    write_bytes(path, text.encode())

@@ -1,0 +1,42 @@
+"""Write the ``.ort`` flatbuffer with onnxruntime's own serializer.
+
+onnxruntime saves the graph it will run, in ORT format, when a session is created with
+``optimized_model_filepath`` and ``session.save_model_format=ORT``. We save at the *extended*
+level: the QDQ -> QLinear*/hybrid fusions are applied (they are the point of the file), the
+layout transforms of the *all* level (NCHWc blocking for this CPU's vector width) are not, so
+the file stays portable to other CPUs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ptq.errors import PtqError
+from ptq.graph import ort_error_line
+from ptq.write.atomic import commit, temp_path
+
+
+def optimized_session_options(level_name: str, save_to: Path, ort_format: bool):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level_name)
+    options.optimized_model_filepath = str(save_to)
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    if ort_format:
+        options.add_session_config_entry("session.save_model_format", "ORT")
+    return options
+
+
+def write_ort(model_bytes: bytes, path: Path) -> None:
+    """Save ``model_bytes`` (an ONNX model) as an ORT-format file at ``path`` atomically."""
+    import onnxruntime as ort
+
+    with temp_path(path, suffix=".ort") as tmp:
+        options = optimized_session_options("ORT_ENABLE_EXTENDED", tmp, ort_format=True)
+        try:
+            ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise PtqError(f"internal error: onnxruntime cannot load the quantized model: {ort_error_line(exc)}") from None
+        commit(tmp, path)
