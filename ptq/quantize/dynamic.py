@@ -21,18 +21,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ptq import qmath
 from ptq.config import Config, Scheme
-from ptq.errors import UnsupportedModelError
-from ptq.graph import attr, has_subgraph, initializers, to_array
+from ptq.graph import attr, has_subgraph, initializers
 from ptq.quantize import kernels
-from ptq.quantize.plan import Decision, is_excluded, weight_axis
+from ptq.quantize.plan import WEIGHT_ONLY, Decision, is_excluded, weight_axis
 from ptq.quantize.rewrite import GraphBuilder, finish
+from ptq.quantize.weights import WeightStore
 
 # Small tensors are not worth an extra node: LayerNorm gammas, tiny heads.
 MIN_WEIGHT_ELEMENTS = 256
 HYBRID = "hybrid"
-WEIGHT_ONLY = "weight-only"
 
 
 @dataclass
@@ -45,7 +43,7 @@ def quantize_dynamic(model: onnx.ModelProto, config: Config) -> DynamicResult:
     graph = model.graph
     inits = initializers(graph)
     builder = GraphBuilder(model)
-    symmetric = config.weights == Scheme.SYMMETRIC
+    store = WeightStore(builder, inits, symmetric=config.weights == Scheme.SYMMETRIC, reduce_range=config.reduce_range)
     decisions: dict[str, Decision] = {}
     nodes: list[onnx.NodeProto] = []
 
@@ -56,13 +54,13 @@ def quantize_dynamic(model: onnx.ModelProto, config: Config) -> DynamicResult:
             nodes.append(node)
             continue
         if node.op_type in kernels.HYBRID:
-            nodes.extend(_hybrid_matmul(node, inits, builder, config, symmetric))
+            nodes.extend(_hybrid_matmul(node, store, builder, config))
             decisions[node.name] = Decision(True, HYBRID)
         elif node.op_type == "Gather":
-            nodes.extend(_int8_gather(node, inits, builder, symmetric))
+            nodes.extend(_int8_gather(node, store, builder))
             decisions[node.name] = Decision(True, WEIGHT_ONLY)
         else:
-            nodes.extend(_weight_only(node, inits, builder, config, symmetric))
+            nodes.extend(_weight_only(node, inits, store, config))
             decisions[node.name] = Decision(True, WEIGHT_ONLY)
     return DynamicResult(finish(model, nodes, builder), decisions)
 
@@ -95,34 +93,21 @@ def _why_float(node: onnx.NodeProto, config: Config, inits) -> str | None:
     return None
 
 
-def _finite(name: str, value: np.ndarray) -> np.ndarray:
-    if not np.all(np.isfinite(value)):
-        raise UnsupportedModelError(f"weight {name!r} contains NaN/Inf values; cannot quantize it")
-    return value
-
-
-def _hybrid_matmul(node, inits, builder: GraphBuilder, config: Config, symmetric: bool) -> list[onnx.NodeProto]:
-    w = _finite(node.input[1], to_array(inits[node.input[1]]).astype(np.float32))
-    if node.op_type == "Gemm" and attr(node, "transB", 0):
-        w = np.ascontiguousarray(w.T)  # MatMulInteger takes B as [K, N]
-    axis = 1 if config.per_channel else None
-    q, scale, zero_point = qmath.quantize_weight(w, np.int8, symmetric=symmetric, axis=axis, reduce_range=config.reduce_range)
-    base = node.input[1]
-    q_name = builder.constant(f"{base}/int8", q)
-    s_name = builder.constant(f"{base}/scale", scale)
-    z_name = builder.constant(f"{base}/zero_point", zero_point)
-    x = node.input[0]
-    out = node.output[0]
+def _hybrid_matmul(node, store: WeightStore, builder: GraphBuilder, config: Config) -> list[onnx.NodeProto]:
+    transpose = node.op_type == "Gemm" and bool(attr(node, "transB", 0))  # MatMulInteger takes B as [K, N]
+    w = store.int8(node.input[1], 1 if config.per_channel else None, transpose=transpose)
+    x, out, name = node.input[0], node.output[0], node.name
     x_q, x_scale, x_zp = (builder.unique(f"{x}/{s}") for s in ("quantized", "scale", "zero_point"))
     acc, acc_f, scale_ab = (builder.unique(f"{out}/{s}") for s in ("int32", "float", "scale"))
     has_bias = node.op_type == "Gemm" and len(node.input) > 2 and bool(node.input[2])
     product = builder.unique(f"{out}/product") if has_bias else out
-    name = node.name
     result = [
         helper.make_node("DynamicQuantizeLinear", [x], [x_q, x_scale, x_zp], name=builder.unique(f"{name}/DynamicQuantizeLinear")),
-        helper.make_node("MatMulInteger", [x_q, q_name, x_zp, z_name], [acc], name=builder.unique(f"{name}/MatMulInteger")),
+        # The source node's name goes to the node onnxruntime fuses the pattern into, so the
+        # op list can find it (its fusions keep the MatMulInteger's name).
+        helper.make_node("MatMulInteger", [x_q, w.q, x_zp, w.zero_point], [acc], name=name),
         helper.make_node("Cast", [acc], [acc_f], to=TensorProto.FLOAT, name=builder.unique(f"{name}/Cast")),
-        helper.make_node("Mul", [x_scale, s_name], [scale_ab], name=builder.unique(f"{name}/ScaleMul")),
+        helper.make_node("Mul", [x_scale, w.scale], [scale_ab], name=builder.unique(f"{name}/ScaleMul")),
         helper.make_node("Mul", [acc_f, scale_ab], [product], name=builder.unique(f"{name}/Rescale")),
     ]
     if has_bias:
@@ -130,33 +115,22 @@ def _hybrid_matmul(node, inits, builder: GraphBuilder, config: Config, symmetric
     return result
 
 
-def _weight_only(node, inits, builder: GraphBuilder, config: Config, symmetric: bool) -> list[onnx.NodeProto]:
-    name = node.input[1]
-    w = _finite(name, to_array(inits[name]).astype(np.float32))
-    axis = weight_axis(node, inits[name], config.per_channel)
-    q, scale, zero_point = qmath.quantize_weight(w, np.int8, symmetric=symmetric, axis=axis, reduce_range=config.reduce_range)
-    q_name = builder.constant(f"{name}/int8", q)
-    s_name = builder.constant(f"{name}/scale", scale)
-    z_name = builder.constant(f"{name}/zero_point", zero_point)
-    out = builder.unique(f"{name}/dq/{node.name}")
-    dq = builder.dequantize_node(q_name, s_name, z_name, out, axis=axis if scale.ndim else None)
+def _weight_only(node, inits, store: WeightStore, config: Config) -> list[onnx.NodeProto]:
+    nodes: list[onnx.NodeProto] = []
+    axis = weight_axis(node, inits[node.input[1]], config.per_channel)
     new_node = onnx.NodeProto()
     new_node.CopyFrom(node)
-    new_node.input[1] = out
-    return [dq, new_node]
+    new_node.input[1], _ = store.dequantized(node.input[1], axis, node.name, nodes)
+    return nodes + [new_node]
 
 
-def _int8_gather(node, inits, builder: GraphBuilder, symmetric: bool) -> list[onnx.NodeProto]:
-    """Gather int8 rows, then dequantize the gathered rows only (per-tensor scale)."""
-    name = node.input[0]
-    table = _finite(name, to_array(inits[name]).astype(np.float32))
-    q, scale, zero_point = qmath.quantize_weight(table, np.int8, symmetric=symmetric, axis=None)
-    q_name = builder.constant(f"{name}/int8", q)
-    s_name = builder.constant(f"{name}/scale", scale)
-    z_name = builder.constant(f"{name}/zero_point", zero_point)
+def _int8_gather(node, store: WeightStore, builder: GraphBuilder) -> list[onnx.NodeProto]:
+    """Gather int8 rows, then dequantize the gathered rows only (per-tensor scale: a per-row
+    scale would need its own Gather)."""
+    w = store.int8(node.input[0], None)
     gathered = builder.unique(f"{node.output[0]}/int8")
     new_node = onnx.NodeProto()
     new_node.CopyFrom(node)
-    new_node.input[0] = q_name
+    new_node.input[0] = w.q
     new_node.output[0] = gathered
-    return [new_node, builder.dequantize_node(gathered, s_name, z_name, node.output[0])]
+    return [new_node, builder.dequantize_node(gathered, w.scale, w.zero_point, node.output[0])]

@@ -30,6 +30,7 @@ WEIGHTED = "weighted"  # Conv/MatMul/Gemm/ConvTranspose with int8 weights
 ELEMENTWISE = "elementwise"  # QLinearAdd/Mul/Concat/... kernels
 MOVEMENT = "movement"  # runs on the int8 tensor, keeps its scale
 ABSORBED = "absorbed"  # Relu/Clip folded into the following QuantizeLinear
+WEIGHT_ONLY = "weight-only"  # int8 weight dequantized for a float kernel (no int8 kernel to fuse)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def make_plan(model: onnx.ModelProto, config: Config) -> Plan:
     # Folding Relu/Clip into a Q needs the Q's zero point at the clip's lower bound, which an
     # asymmetric (uint8) range gives; symmetric int8 (zero point 0) keeps negative codes.
     absorb = config.activations == Scheme.ASYMMETRIC
-    region = {n for n, d in decisions.items() if d.quantize}
+    region = {n for n, d in decisions.items() if d.quantize and d.role != WEIGHT_ONLY}
     roles = {n: d.role for n, d in decisions.items() if d.quantize}
 
     def cost_of(tensor: str, region: set[str]) -> int:
@@ -152,7 +153,9 @@ def _first_look(node, config, inits, is_float_activation, weights) -> Decision |
         return Decision(False, reason=f"control flow ({op}): its body is kept float")
     if node.domain not in ("", "ai.onnx"):
         return Decision(False, reason=f"custom-domain op {node.domain}.{op}: no int8 kernel")
-    allowed = kernels.WEIGHTED | kernels.ELEMENTWISE | kernels.DATA_MOVEMENT | kernels.CLIPPING_ACTIVATIONS
+    allowed = (
+        kernels.WEIGHTED | kernels.WEIGHT_ONLY_STATIC | kernels.ELEMENTWISE | kernels.DATA_MOVEMENT | kernels.CLIPPING_ACTIVATIONS
+    )
     if op not in allowed:
         return Decision(False, reason=f"no int8 kernel in onnxruntime for {op}")
     data = [node.input[i] for i in kernels.data_inputs(op, len(node.input))]
@@ -164,6 +167,12 @@ def _first_look(node, config, inits, is_float_activation, weights) -> Decision |
         return Decision(False, reason="its output is not a float tensor")
     if op in kernels.WEIGHTED:
         return _weighted_decision(node, config, inits, is_float_activation, weights)
+    if op in kernels.WEIGHT_ONLY_STATIC:
+        weight = inits.get(node.input[1]) if len(node.input) > 1 else None
+        if weight is None or weight.data_type != TensorProto.FLOAT:
+            return Decision(False, reason="its weight is computed at run time, not a constant")
+        weights[node.name] = (1, weight_axis(node, weight, config.per_channel))
+        return Decision(True, WEIGHT_ONLY, reason=f"onnxruntime has no CPU int8 fusion for {op}: int8 weight, float kernel")
     return None
 
 

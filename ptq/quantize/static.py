@@ -25,8 +25,9 @@ from ptq.config import Config, Scheme
 from ptq.errors import UnsupportedModelError
 from ptq.graph import consumers, initializers, producers, to_array
 from ptq.quantize import kernels
-from ptq.quantize.plan import ABSORBED, MOVEMENT, WEIGHTED, Plan
+from ptq.quantize.plan import ABSORBED, MOVEMENT, WEIGHT_ONLY, WEIGHTED, Plan
 from ptq.quantize.rewrite import GraphBuilder, finish
+from ptq.quantize.weights import WeightStore, require_finite
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,10 @@ def quantize_static(
     builder = GraphBuilder(model)
     graph = model.graph
     inits = initializers(graph)
-    produced_by = producers(graph)
     read_by = consumers(graph)
     graph_outputs = {o.name for o in graph.output}
     act_dtype = activation_dtype(config)
-    symmetric_weights = config.weights == Scheme.SYMMETRIC
+    store = WeightStore(builder, inits, symmetric=config.weights == Scheme.SYMMETRIC, reduce_range=config.reduce_range)
 
     quantized_name: dict[str, str] = {}  # activation tensor -> its int8 tensor
     qparam_names: dict[str, tuple[str, str]] = {}  # activation tensor -> (scale, zero point) initializers
@@ -121,20 +121,23 @@ def quantize_static(
         role = plan.role(node.name)
         new_node = onnx.NodeProto()
         new_node.CopyFrom(node)
-        if role is not None and role != ABSORBED:
+        if role == WEIGHT_ONLY:
+            weight_index, axis = plan.weights[node.name]
+            new_node.input[weight_index], _ = store.dequantized(node.input[weight_index], axis, node.name, nodes)
+        elif role is not None and role != ABSORBED:
             data = set(kernels.data_inputs(node.op_type, len(node.input)))
             for index, tensor in enumerate(node.input):
                 if index in data and tensor in activation_set:
                     new_node.input[index] = dequantized_for(tensor, node.name)
             if role == WEIGHTED:
-                _quantize_weights(node, new_node, plan, inits, builder, nodes, qparams, config, symmetric_weights)
+                _quantize_weights(node, new_node, plan, inits, store, builder, nodes, qparams)
             else:
                 for index in sorted(data):
                     tensor = node.input[index]
                     if tensor in inits and tensor:
                         new_node.input[index] = _constant_operand(tensor, inits[tensor], node, builder, nodes, act_dtype, config)
         renamed: dict[str, str] = {}
-        if role is not None:
+        if role is not None and role != WEIGHT_ONLY:
             for index, tensor in enumerate(node.output):
                 if tensor in activation_set:
                     renamed[tensor] = builder.unique(f"{tensor}/float")
@@ -151,46 +154,35 @@ def quantize_static(
                     nodes.append(builder.dequantize_node(quantized_name[tensor], scale, zero_point, tensor))
             else:
                 emit_quantize(tensor, tensor)
-    del produced_by
     return finish(model, nodes, builder)
 
 
 def _reads_quantized(reader: onnx.NodeProto, tensor: str, plan: Plan) -> bool:
     """True if ``reader`` takes ``tensor`` through its own DequantizeLinear."""
     role = plan.role(reader.name)
-    if role is None or role == ABSORBED:
+    if role in (None, ABSORBED, WEIGHT_ONLY):
         return False
     data = kernels.data_inputs(reader.op_type, len(reader.input))
     return any(reader.input[i] == tensor for i in data)
 
 
-def _quantize_weights(node, new_node, plan, inits, builder, nodes, qparams, config, symmetric_weights) -> None:
+def _quantize_weights(node, new_node, plan, inits, store: WeightStore, builder, nodes, qparams) -> None:
     """Weight to int8 (per-channel when planned), bias to int32, each behind a DequantizeLinear."""
     weight_index, axis = plan.weights[node.name]
     weight_name = node.input[weight_index]
     if weight_name not in inits:  # activation x activation MatMul: both sides are activations
         return
-    w = to_array(inits[weight_name]).astype(np.float32)
-    _require_finite(weight_name, w)
-    q, scale, zero_point = qmath.quantize_weight(
-        w, np.int8, symmetric=symmetric_weights, axis=axis, reduce_range=config.reduce_range
-    )
-    q_name = builder.constant(f"{weight_name}/int8", q)
-    s_name = builder.constant(f"{weight_name}/scale", scale)
-    z_name = builder.constant(f"{weight_name}/zero_point", zero_point)
-    out = builder.unique(f"{weight_name}/dq/{node.name}")
-    nodes.append(builder.dequantize_node(q_name, s_name, z_name, out, axis=axis if scale.ndim else None))
-    new_node.input[weight_index] = out
+    new_node.input[weight_index], weight = store.dequantized(weight_name, axis, node.name, nodes)
 
     bias_index = 2
     if node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(node.input) > bias_index and node.input[bias_index]:
         bias_name = node.input[bias_index]
         input_tensor = node.input[0]
         if bias_name in inits and input_tensor in qparams:
-            bias = to_array(inits[bias_name]).astype(np.float32)
-            _require_finite(bias_name, bias)
+            bias = require_finite(bias_name, to_array(inits[bias_name]).astype(np.float32))
             if bias.ndim == 1:
-                qb, bscale = qmath.quantize_bias(bias, float(qparams[input_tensor].scale), scale)
+                # The bias scale depends on the input's scale, so each reader gets its own copy.
+                qb, bscale = qmath.quantize_bias(bias, float(qparams[input_tensor].scale), weight.scale_values)
                 qb_name = builder.constant(f"{bias_name}/int32", qb)
                 bs_name = builder.constant(f"{bias_name}/scale", bscale)
                 bz_name = builder.constant(f"{bias_name}/zero_point", np.zeros(bscale.shape, np.int32))
@@ -203,7 +195,7 @@ def _constant_operand(name, tensor, node, builder, nodes, act_dtype, config) -> 
     """A constant input of an int8 elementwise op (Add(x, 3), Mul(x, 1/6), Concat(x, c)):
     quantized per tensor in the activation type so the int8 kernel takes it."""
     value = to_array(tensor).astype(np.float32)
-    _require_finite(name, value)
+    require_finite(name, value)
     symmetric = config.activations == Scheme.SYMMETRIC
     lo, hi = (float(value.min()), float(value.max())) if value.size else (0.0, 0.0)
     scale, zero_point = qmath.scale_zero_point(lo, hi, act_dtype, symmetric=symmetric)
@@ -214,9 +206,3 @@ def _constant_operand(name, tensor, node, builder, nodes, act_dtype, config) -> 
     out = builder.unique(f"{name}/dq/{node.name}")
     nodes.append(builder.dequantize_node(q_name, s_name, z_name, out))
     return out
-
-
-def _require_finite(name: str, value: np.ndarray) -> None:
-    if not np.all(np.isfinite(value)):
-        bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
-        raise UnsupportedModelError(f"weight {name!r} contains {bad} NaN/Inf values; cannot quantize it")

@@ -26,11 +26,18 @@ def temp_path(destination: Path, suffix: str = "") -> Iterator[Path]:
         raise OutputError(f"cannot write in {folder}: {exc.strerror or exc}") from None
     os.close(fd)
     path = Path(name)
+    os.chmod(path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield path
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def commit(temp: Path, destination: Path) -> None:
