@@ -39,17 +39,18 @@ class GraphBuilder:
         self.new_initializers[name] = numpy_helper.from_array(np.asarray(value), name)
         return name
 
+    # Q/DQ nodes are named after their output tensor: unique, short, and readable in Netron.
     def quantize_node(self, x: str, scale: str, zero_point: str, out: str, axis: int | None = None) -> onnx.NodeProto:
         kwargs = {} if axis is None else {"axis": axis}
-        return helper.make_node("QuantizeLinear", [x, scale, zero_point], [out], name=self.unique(f"{out}/QuantizeLinear"), **kwargs)
+        return helper.make_node("QuantizeLinear", [x, scale, zero_point], [out], name=out, **kwargs)
 
     def dequantize_node(
-        self, q: str, scale: str, zero_point: str, out: str, axis: int | None = None
+        self, q: str, scale: str, zero_point: str | None, out: str, axis: int | None = None
     ) -> onnx.NodeProto:
+        """DequantizeLinear; ``zero_point`` None omits it (the spec's default 0, as for int32 bias)."""
         kwargs = {} if axis is None else {"axis": axis}
-        return helper.make_node(
-            "DequantizeLinear", [q, scale, zero_point], [out], name=self.unique(f"{out}/DequantizeLinear"), **kwargs
-        )
+        inputs = [q, scale] if zero_point is None else [q, scale, zero_point]
+        return helper.make_node("DequantizeLinear", inputs, [out], name=out, **kwargs)
 
 
 def finish(model: onnx.ModelProto, nodes: list[onnx.NodeProto], builder: GraphBuilder) -> onnx.ModelProto:

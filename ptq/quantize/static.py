@@ -108,7 +108,7 @@ def quantize_static(
 
     def dequantized_for(tensor: str, reader: str) -> str:
         scale, zero_point = params_of(tensor)
-        out = builder.unique(f"{tensor}/dq/{reader}")
+        out = builder.unique(f"{tensor}/dq")
         nodes.append(builder.dequantize_node(quantized_name[tensor], scale, zero_point, out))
         return out
 
@@ -185,9 +185,8 @@ def _quantize_weights(node, new_node, plan, inits, store: WeightStore, builder, 
                 qb, bscale = qmath.quantize_bias(bias, float(qparams[input_tensor].scale), weight.scale_values)
                 qb_name = builder.constant(f"{bias_name}/int32", qb)
                 bs_name = builder.constant(f"{bias_name}/scale", bscale)
-                bz_name = builder.constant(f"{bias_name}/zero_point", np.zeros(bscale.shape, np.int32))
-                bout = builder.unique(f"{bias_name}/dq/{node.name}")
-                nodes.append(builder.dequantize_node(qb_name, bs_name, bz_name, bout, axis=0 if bscale.ndim else None))
+                bout = builder.unique(f"{bias_name}/dq")
+                nodes.append(builder.dequantize_node(qb_name, bs_name, None, bout, axis=0 if bscale.ndim else None))
                 new_node.input[bias_index] = bout
 
 
@@ -203,6 +202,6 @@ def _constant_operand(name, tensor, node, builder, nodes, act_dtype, config) -> 
     q_name = builder.constant(f"{name}/quantized", q)
     s_name = builder.constant(f"{name}/scale", scale)
     z_name = builder.constant(f"{name}/zero_point", zero_point)
-    out = builder.unique(f"{name}/dq/{node.name}")
+    out = builder.unique(f"{name}/dq")
     nodes.append(builder.dequantize_node(q_name, s_name, z_name, out))
     return out

@@ -65,6 +65,6 @@ class WeightStore:
     def dequantized(self, name: str, axis: int | None, reader: str, nodes: list[onnx.NodeProto]) -> tuple[str, QuantizedWeight]:
         """Append a DequantizeLinear of the int8 ``name`` for ``reader``; return its output."""
         w = self.int8(name, axis)
-        out = self.builder.unique(f"{name}/dq/{reader}")
+        out = self.builder.unique(f"{name}/dq")
         nodes.append(self.builder.dequantize_node(w.q, w.scale, w.zero_point, out, axis=w.axis))
         return out, w
