@@ -114,20 +114,38 @@ def make_plan(model: onnx.ModelProto, config: Config) -> Plan:
         data = [node.input[i] for i in kernels.data_inputs(node.op_type, len(node.input))]
         return {t for t in list(data) + list(node.output) if is_float_activation(t)}
 
-    # Grow R to a fixed point; candidates are visited in graph order, so the result is
-    # deterministic. Each pass can only add nodes, so at most len(candidates) passes.
+    def try_add(group: list[onnx.NodeProto]) -> bool:
+        """Add ``group`` to R if its ready members do not raise the cost."""
+        while group:
+            trial = region | {n.name for n in group}
+            trial_roles = {**roles, **{n.name: _role_of(n) for n in group}}
+            ready = [
+                n for n in group
+                if _candidate_ready(n, is_float_activation, produced_by, read_by, trial, trial_roles, absorb)
+            ]
+            if len(ready) == len(group):
+                break
+            group = ready
+        if not group:
+            return False
+        tensors = set().union(*(touched(n) for n in group))
+        if sum(cost_of(t, trial) for t in tensors) > sum(cost_of(t, region) for t in tensors):
+            return False
+        region.update(trial)
+        roles.update(trial_roles)
+        return True
+
+    # Grow R to a fixed point, one node at a time, then whole connected groups of candidates
+    # (a chain such as Add -> Clip -> Mul only pays as a whole). Candidates are visited in graph
+    # order, so the result is deterministic; every round adds nodes, so it terminates.
     changed = True
     while changed:
         changed = False
         for node in candidates:
-            if node.name in region or not _candidate_ready(node, is_float_activation, produced_by, read_by, region, roles, absorb):
-                continue
-            tensors = touched(node)
-            before = sum(cost_of(t, region) for t in tensors)
-            after = sum(cost_of(t, region | {node.name}) for t in tensors)
-            if after <= before:
-                region.add(node.name)
-                roles[node.name] = _role_of(node)
+            if node.name not in region and try_add([node]):
+                changed = True
+        for group in _connected_groups([n for n in candidates if n.name not in region], is_float_activation):
+            if try_add(group):
                 changed = True
 
     for node in candidates:
@@ -215,6 +233,30 @@ def _candidate_ready(node, is_float_activation, produced_by, read_by, region, ro
         producer = produced_by.get(activation_inputs[0]) if activation_inputs else None
         return producer is not None and producer.name in region
     return True
+
+
+def _connected_groups(nodes: list[onnx.NodeProto], is_float_activation) -> list[list[onnx.NodeProto]]:
+    """Groups of ``nodes`` linked by float tensors one produces and another reads, in graph order."""
+    index = {n.name: i for i, n in enumerate(nodes)}
+    parent = list(range(len(nodes)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    producer_of = {t: index[n.name] for n in nodes for t in n.output if is_float_activation(t)}
+    for n in nodes:
+        for t in n.input:
+            if t in producer_of:
+                a, b = find(producer_of[t]), find(index[n.name])
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[onnx.NodeProto]] = {}
+    for i, n in enumerate(nodes):
+        groups.setdefault(find(i), []).append(n)
+    return [g for _, g in sorted(groups.items()) if len(g) > 1]
 
 
 def _clip_is_absorbable(node: onnx.NodeProto) -> bool:

@@ -42,7 +42,7 @@ class GraphBuilder:
     # Q/DQ nodes are named after their output tensor: unique, short, and readable in Netron.
     def quantize_node(self, x: str, scale: str, zero_point: str, out: str, axis: int | None = None) -> onnx.NodeProto:
         kwargs = {} if axis is None else {"axis": axis}
-        return helper.make_node("QuantizeLinear", [x, scale, zero_point], [out], name=out, **kwargs)
+        return helper.make_node("QuantizeLinear", [x, scale, zero_point], [out], name=self.unique(out), **kwargs)
 
     def dequantize_node(
         self, q: str, scale: str, zero_point: str | None, out: str, axis: int | None = None
@@ -50,7 +50,7 @@ class GraphBuilder:
         """DequantizeLinear; ``zero_point`` None omits it (the spec's default 0, as for int32 bias)."""
         kwargs = {} if axis is None else {"axis": axis}
         inputs = [q, scale] if zero_point is None else [q, scale, zero_point]
-        return helper.make_node("DequantizeLinear", inputs, [out], name=out, **kwargs)
+        return helper.make_node("DequantizeLinear", inputs, [out], name=self.unique(out), **kwargs)
 
 
 def finish(model: onnx.ModelProto, nodes: list[onnx.NodeProto], builder: GraphBuilder) -> onnx.ModelProto:
