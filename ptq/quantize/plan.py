@@ -90,7 +90,7 @@ def make_plan(model: onnx.ModelProto, config: Config) -> Plan:
     weights: dict[str, tuple[int, int | None]] = {}
     candidates: list[onnx.NodeProto] = []
     for node in graph.node:
-        decision = _first_look(node, config, inits, is_float_activation, weights)
+        decision = _first_look(node, config, inits, is_float_activation, weights, graph_outputs)
         if decision is None:
             candidates.append(node)
         else:
@@ -162,7 +162,7 @@ def make_plan(model: onnx.ModelProto, config: Config) -> Plan:
     return Plan(decisions, activations, weights)
 
 
-def _first_look(node, config, inits, is_float_activation, weights) -> Decision | None:
+def _first_look(node, config, inits, is_float_activation, weights, graph_outputs) -> Decision | None:
     """Decide nodes whose fate does not depend on their neighbours; None for candidates."""
     op = node.op_type
     if is_excluded(node, config.exclude):
@@ -185,6 +185,10 @@ def _first_look(node, config, inits, is_float_activation, weights) -> Decision |
         return Decision(False, reason="its output is not a float tensor")
     if op in kernels.WEIGHTED:
         return _weighted_decision(node, config, inits, is_float_activation, weights)
+    if any(o in graph_outputs for o in node.output) and op not in kernels.WEIGHTED:
+        # Rounding a model output to 8 bits gains nothing (nothing int8 reads it) and costs the
+        # small values: a 1000-class Softmax's probabilities would mostly round to 0.
+        return Decision(False, reason="produces a model output: kept float so the output is not rounded to 8 bits")
     if op in kernels.WEIGHT_ONLY_STATIC:
         weight = inits.get(node.input[1]) if len(node.input) > 1 else None
         if weight is None or weight.data_type != TensorProto.FLOAT:
