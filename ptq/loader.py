@@ -74,11 +74,12 @@ def load(path: Path) -> LoadedModel:
     require_not_quantized(model)
     notes: list[str] = []
     source_opset = default_opset(model)
-    original = [(_node_label(n, i), n.op_type) for i, n in enumerate(model.graph.node)]
     model = name_nodes(model)
+    original = [(n.name, n.op_type) for n in model.graph.node]
     model = move_initializers_out_of_inputs(model)
     model = upgrade_opset(model, notes)
     model = optimize_basic(model)
+    model = name_nodes(model)  # the version converter and onnxruntime add unnamed nodes
     model = infer_shapes(model)
     return LoadedModel(model, path, size_bytes, source_opset, notes, original)
 
@@ -237,15 +238,19 @@ def default_opset(model: onnx.ModelProto) -> int:
     return 1
 
 
-def _node_label(node: onnx.NodeProto, index: int) -> str:
-    return node.name or f"{node.op_type}_{index}"
-
-
 def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Give unnamed nodes stable unique names so every stage and the op list can refer to them."""
+    """Give unnamed nodes stable unique names so every stage and the op list can refer to them.
+    Named nodes keep their names; only duplicates and blanks change."""
     seen: set[str] = set()
+    taken = {n.name for n in model.graph.node if n.name}
     for index, node in enumerate(model.graph.node):
-        name = _node_label(node, index)
+        name = node.name
+        if not name:
+            name = f"{node.op_type}_{index}"
+            while name in taken:
+                name = f"{name}_"
+        elif name in seen:
+            name = f"{name}_{index}"
         while name in seen:
             name = f"{name}_{index}"
         node.name = name

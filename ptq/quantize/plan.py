@@ -110,6 +110,10 @@ def make_plan(model: onnx.ModelProto, config: Config) -> Plan:
         to_float = tensor in graph_outputs or any(c.name not in region for c in readers)
         return int(into_r and not from_r) + int(from_r and to_float)
 
+    def leaves(tensor: str, region: set[str]) -> bool:
+        readers = read_by.get(tensor, [])
+        return tensor in graph_outputs or any(c.name not in region for c in readers)
+
     def touched(node: onnx.NodeProto) -> set[str]:
         data = [node.input[i] for i in kernels.data_inputs(node.op_type, len(node.input))]
         return {t for t in list(data) + list(node.output) if is_float_activation(t)}
@@ -129,7 +133,13 @@ def make_plan(model: onnx.ModelProto, config: Config) -> Plan:
         if not group:
             return False
         tensors = set().union(*(touched(n) for n in group))
-        if sum(cost_of(t, trial) for t in tensors) > sum(cost_of(t, region) for t in tensors):
+        after = sum(cost_of(t, trial) for t in tensors)
+        before = sum(cost_of(t, region) for t in tensors)
+        if after > before:
+            return False
+        if after == before and any(leaves(t, trial) for n in group for t in n.output if is_float_activation(t)):
+            # A tie that only moves an exit of R past a nonlinear op (Softmax before a model
+            # output, say) adds a rounding step and saves nothing: keep the node float.
             return False
         region.update(trial)
         roles.update(trial_roles)
