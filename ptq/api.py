@@ -76,7 +76,6 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
 
     report("load", 0, 0)
     loaded = loader.load(source)
-    prepared_names = {n.name for n in loaded.model.graph.node}
     model = onnx.ModelProto()
     model.CopyFrom(loaded.model)
 
@@ -103,7 +102,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     model_bytes = serialize(quantized, __version__)
     report("analyze", 0, 0)
     oplist = build_oplist(
-        loaded.original_node_names, prepared_names, decisions, optimized_graph(model_bytes), _prep_reasons(loaded)
+        loaded.source_nodes, loaded.model, decisions, optimized_graph(model_bytes)
     )
     report("write", 0, 0)
     write_onnx(model_bytes, outputs.onnx)
@@ -125,17 +124,3 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         seconds=time.perf_counter() - started,
     )
 
-
-def _prep_reasons(loaded: loader.LoadedModel) -> dict[str, str]:
-    """Why source nodes vanished during preparation, by op type."""
-    reasons = {}
-    for name, op_type in loaded.original_node_names:
-        if op_type == "Constant":
-            reasons[name] = "constant: folded into an initializer"
-        elif op_type == "BatchNormalization":
-            reasons[name] = "folded into the preceding Conv by onnxruntime"
-        elif op_type in ("Identity", "Dropout"):
-            reasons[name] = "no-op at inference: removed by onnxruntime"
-        else:
-            reasons[name] = "computed ahead of time (constant folding) or fused by onnxruntime's basic optimizations"
-    return reasons

@@ -46,6 +46,15 @@ _QUANTIZED_OPS = {
 }
 
 
+@dataclass(frozen=True)
+class SourceNode:
+    """A node of the model as the user saved it (named by ptq if it had no name)."""
+
+    name: str
+    op_type: str
+    outputs: tuple[str, ...]
+
+
 @dataclass
 class LoadedModel:
     """A validated, prepared float32 model and what was done to it on the way."""
@@ -55,7 +64,7 @@ class LoadedModel:
     size_bytes: int  # the .onnx plus its external data files, as stored on disk
     source_opset: int
     notes: list[str] = field(default_factory=list)
-    original_node_names: list[tuple[str, str]] = field(default_factory=list)  # (name, op_type)
+    source_nodes: list[SourceNode] = field(default_factory=list)  # the nodes of the file, in order
 
 
 def load(path: Path) -> LoadedModel:
@@ -75,7 +84,7 @@ def load(path: Path) -> LoadedModel:
     notes: list[str] = []
     source_opset = default_opset(model)
     model = name_nodes(model)
-    original = [(n.name, n.op_type) for n in model.graph.node]
+    original = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
     model = move_initializers_out_of_inputs(model)
     model = upgrade_opset(model, notes)
     model = optimize_basic(model)

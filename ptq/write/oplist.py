@@ -19,6 +19,7 @@ import onnx
 
 from ptq.errors import PtqError
 from ptq.graph import ort_error_line
+from ptq.loader import SourceNode
 from ptq.quantize.plan import Decision
 from ptq.write.atomic import write_bytes
 from ptq.write.ort_file import optimized_session_options
@@ -134,43 +135,79 @@ def executed_kernels(optimized: onnx.ModelProto) -> dict[str, _Executed]:
     return result
 
 
+def _vanished_reason(node: SourceNode) -> str:
+    if node.op_type == "Constant":
+        return "constant: folded into an initializer"
+    if node.op_type == "BatchNormalization":
+        return "folded into the preceding Conv by onnxruntime"
+    if node.op_type in ("Identity", "Dropout"):
+        return "no-op at inference: removed by onnxruntime"
+    return "computed ahead of time by onnxruntime's constant folding"
+
+
+def _owners(source_nodes: list[SourceNode], prepared: onnx.ModelProto) -> dict[str, str]:
+    """Source node name -> the prepared node that carries its work (itself, or the node
+    onnxruntime's basic fusions put in its place: named ``<source>/<Fusion>``, or producing
+    the source node's output)."""
+    names = {n.name for n in prepared.graph.node}
+    by_prefix = {n.name.split("/", 1)[0]: n.name for n in prepared.graph.node if "/" in n.name}
+    by_output = {o: n.name for n in prepared.graph.node for o in n.output}
+    owners: dict[str, str] = {}
+    for node in source_nodes:
+        if node.name in names:
+            owners[node.name] = node.name
+        elif node.name in by_prefix:
+            owners[node.name] = by_prefix[node.name]
+        else:
+            for out in node.outputs:
+                if out in by_output:
+                    owners[node.name] = by_output[out]
+                    break
+    return owners
+
+
+def _entry(name: str, op_type: str, decision: Decision | None, runs: _Executed | None) -> tuple[str, str, str | None]:
+    """(kernel, reason, runs_as) of one prepared node."""
+    if runs is None:
+        if decision is not None and decision.quantize and decision.role == "absorbed":
+            return INT8, "folded into the int8 QuantizeLinear after it", None
+        if decision is not None and decision.quantize:
+            return INT8, "fused by onnxruntime into a neighbouring int8 node", None
+        return FLOAT, "fused by onnxruntime into a float node", None
+    if runs.kernel == FLOAT:
+        if decision is not None and decision.role == "weight-only":
+            reason = "int8 weight stored, dequantized for the float kernel (no fast int8 kernel)"
+        elif decision is not None and decision.quantize:
+            reason = f"onnxruntime did not fuse its QDQ group: runs float {runs.op_type}"
+        else:
+            reason = decision.reason if decision and decision.reason else f"no int8 kernel in onnxruntime for {op_type}"
+        return FLOAT, reason, runs.op_type
+    if runs.kernel == INT8 and runs.op_type == op_type:
+        return INT8, "runs on int8 tensors (quantize/dequantize pair removed)", runs.op_type
+    reason = "int8 kernel" if runs.kernel == INT8 else "int8 weights, activations quantized at run time"
+    return runs.kernel, reason, runs.op_type
+
+
 def build_oplist(
-    source_nodes: list[tuple[str, str]],
-    prepared_names: set[str],
+    source_nodes: list[SourceNode],
+    prepared: onnx.ModelProto,
     decisions: dict[str, Decision],
     optimized: onnx.ModelProto,
-    prep_reasons: dict[str, str],
 ) -> OpList:
     """One entry per source node: what runs it, and why it is float when it is."""
     executed = executed_kernels(optimized)
+    owners = _owners(source_nodes, prepared)
+    prepared_ops = {n.name: n.op_type for n in prepared.graph.node}
     entries: list[OpEntry] = []
-    for name, op_type in source_nodes:
-        decision = decisions.get(name)
-        if name not in prepared_names:
-            entries.append(OpEntry(name, op_type, FOLDED, prep_reasons.get(name, "removed by onnxruntime's basic optimizations")))
+    for node in source_nodes:
+        owner = owners.get(node.name)
+        if owner is None:
+            entries.append(OpEntry(node.name, node.op_type, FOLDED, _vanished_reason(node)))
             continue
-        runs = executed.get(name)
-        if runs is None:
-            if decision is not None and decision.quantize and decision.role == "absorbed":
-                entries.append(OpEntry(name, op_type, INT8, "folded into the int8 QuantizeLinear after it", None))
-            elif decision is not None and decision.quantize:
-                entries.append(OpEntry(name, op_type, INT8, "fused by onnxruntime into a neighbouring int8 node", None))
-            else:
-                entries.append(OpEntry(name, op_type, FLOAT, "fused by onnxruntime into a float node", None))
-            continue
-        if runs.kernel == FLOAT:
-            if decision is not None and decision.quantize and decision.role not in ("weight-only",):
-                reason = f"onnxruntime did not fuse its QDQ group: runs float {runs.op_type}"
-            elif decision is not None and decision.role == "weight-only":
-                reason = "int8 weight stored, dequantized for the float kernel (no fast int8 kernel)"
-            else:
-                reason = decision.reason if decision and decision.reason else f"no int8 kernel in onnxruntime for {op_type}"
-            entries.append(OpEntry(name, op_type, FLOAT, reason, runs.op_type))
-        else:
-            reason = "int8 kernel" if runs.kernel == INT8 else "int8 weights, activations quantized at run time"
-            if runs.op_type == op_type and runs.kernel == INT8:
-                reason = "runs on int8 tensors (quantize/dequantize pair removed)"
-            entries.append(OpEntry(name, op_type, runs.kernel, reason, runs.op_type))
+        kernel, reason, runs_as = _entry(owner, prepared_ops[owner], decisions.get(owner), executed.get(owner))
+        if owner != node.name:
+            reason = f"fused into {prepared_ops[owner]} {owner!r} by onnxruntime; that node: {reason}"
+        entries.append(OpEntry(node.name, node.op_type, kernel, reason, runs_as))
     return OpList(entries)
 
 
