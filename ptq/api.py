@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 
 from ptq import __version__, loader
-from ptq.calibrate.runner import calibrate_minmax
+from ptq.calibrate.runner import calibrate
 from ptq.config import Config, OutputPaths
 from ptq.errors import OutputError
 from ptq.quantize.dynamic import quantize_dynamic
@@ -40,6 +40,7 @@ class ConvertResult:
     oplist: OpList
     notes: list[str] = field(default_factory=list)
     calibration_samples: int = 0
+    calibration_method: str = ""
     seconds: float = 0.0
 
     @property
@@ -82,10 +83,12 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     samples = 0
     if config.static:
         plan = make_plan(model, config)
-        ranges, samples = calibrate_minmax(
+        ranges, samples = calibrate(
             loaded.model,
             plan.activations,
             config.calibration_data,
+            method=config.calibration_method,
+            percentile=config.percentile,
             limit=config.calibration_samples,
             progress=lambda done, total: report("calibrate", done, total),
         )
@@ -121,6 +124,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         oplist=oplist,
         notes=list(loaded.notes),
         calibration_samples=samples,
+        calibration_method=config.calibration_method.value if config.static else "",
         seconds=time.perf_counter() - started,
     )
 

@@ -12,7 +12,7 @@ import click
 
 from ptq import __version__
 from ptq.api import ConvertResult, convert
-from ptq.config import Config, Scheme
+from ptq.config import CalibrationMethod, Config, Scheme
 from ptq.errors import EXIT_CODES, EXIT_INTERNAL, PtqError
 
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
@@ -71,12 +71,14 @@ def main() -> None:
 @click.option("--reduce-range", is_flag=True, help="7-bit weights, for x86 CPUs without VNNI (see README).")
 @click.option("--exclude", multiple=True, metavar="NAME_OR_OP_TYPE", help="Keep these nodes (by name or op type) float. Repeatable.")
 @click.option("--calibration-samples", type=int, metavar="N", help="Use only the first N calibration samples.")
+@click.option("--calibration-method", type=click.Choice([m.value for m in CalibrationMethod]), default="minmax", show_default=True, help="How activation ranges are chosen from the calibration data.")
+@click.option("--percentile", type=float, default=99.99, show_default=True, help="Tail kept by --calibration-method percentile.")
 @click.option("--no-ort", is_flag=True, help="Do not write the .ort flatbuffer.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("-v", "--verbose", is_flag=True, help="List every float fallback node.")
 @click.option("--debug", is_flag=True, help="Show a traceback on internal errors.")
 def convert_cmd(model, output, int8, calibration_data, weights, activations, per_channel, reduce_range, exclude,
-                calibration_samples, no_ort, quiet, verbose, debug) -> None:  # fmt: skip
+                calibration_samples, calibration_method, percentile, no_ort, quiet, verbose, debug) -> None:  # fmt: skip
     """Quantize MODEL (a float32 .onnx) to int8; writes OUT, OUT's .ort and .ops.json."""
     logging.basicConfig(level=logging.WARNING if not debug else logging.DEBUG, format="ptq: %(message)s")
     try:
@@ -89,6 +91,8 @@ def convert_cmd(model, output, int8, calibration_data, weights, activations, per
             reduce_range=reduce_range,
             exclude=tuple(exclude),
             calibration_samples=calibration_samples,
+            calibration_method=calibration_method,
+            percentile=percentile,
             write_ort=not no_ort,
         )
         result = convert(model, config, progress=_Progress(quiet))
@@ -118,7 +122,7 @@ def render_summary(result: ConvertResult, verbose: bool = False) -> str:
     lines = [f"ptq {__version__}: {result.source} -> {result.outputs.onnx}  [{mode}]"]
     lines += [f"  note: {n}" for n in result.notes]
     if result.mode == "static":
-        lines.append(f"  calibrated on {result.calibration_samples} samples (min/max)")
+        lines.append(f"  calibrated on {result.calibration_samples} samples ({result.calibration_method})")
     lines.append(
         f"  size   float {_mb(result.float_size_bytes)} -> int8 {_mb(result.int8_size_bytes)}"
         f"  ({result.size_ratio:.2f}x)"

@@ -21,7 +21,12 @@ class Scheme(str, enum.Enum):
 
 
 class CalibrationMethod(str, enum.Enum):
-    MINMAX = "minmax"
+    """How an activation's range is chosen from what calibration observed."""
+
+    MINMAX = "minmax"  # the extremes seen
+    PERCENTILE = "percentile"  # clip the tails beyond the given percentile
+    ENTROPY = "entropy"  # TensorRT-style KL-divergence threshold
+    MSE = "mse"  # the clipping range with the least expected quantization error
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class Config:
     exclude: tuple[str, ...] = ()
     calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
     calibration_samples: int | None = None
+    percentile: float = 99.99
     write_ort: bool = True
 
     def __post_init__(self) -> None:
@@ -62,6 +68,8 @@ class Config:
             object.__setattr__(self, "output", Path(self.output))
         if self.calibration_data is not None:
             object.__setattr__(self, "calibration_data", Path(self.calibration_data))
+        if not 50.0 < self.percentile <= 100.0:
+            raise UsageError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.calibration_samples is not None and self.calibration_samples < 1:
             raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}")
 

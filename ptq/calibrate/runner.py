@@ -14,7 +14,9 @@ import onnx
 from onnx import TensorProto, helper
 
 from ptq.calibrate.data import input_specs, iter_samples, sample_files
-from ptq.calibrate.observers import MinMaxObserver
+from ptq.calibrate import ranges as range_estimators
+from ptq.calibrate.observers import HistogramObserver, MinMaxObserver
+from ptq.config import CalibrationMethod
 from ptq.errors import CalibrationDataError, UnsupportedModelError
 from ptq.graph import ort_error_line
 
@@ -48,14 +50,16 @@ def session(model: onnx.ModelProto, threads: int | None = None):
         raise UnsupportedModelError(f"onnxruntime cannot run the model: {ort_error_line(exc)}") from None
 
 
-def calibrate_minmax(
+def calibrate(
     model: onnx.ModelProto,
     tensors: list[str],
     data_dir: Path,
+    method: CalibrationMethod = CalibrationMethod.MINMAX,
+    percentile: float = 99.99,
     limit: int | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict[str, tuple[float, float]], int]:
-    """Min/max range of every tensor in ``tensors`` over the samples in ``data_dir``.
+    """Range of every tensor in ``tensors`` over the samples in ``data_dir``, by ``method``.
 
     Returns:
         ``(ranges, samples_used)``.
@@ -65,7 +69,8 @@ def calibrate_minmax(
     sess = session(with_outputs(model, tensors))
     output_names = [o.name for o in sess.get_outputs()]
     wanted = set(tensors)
-    observers = {name: MinMaxObserver() for name in tensors}
+    make = MinMaxObserver if method == CalibrationMethod.MINMAX else HistogramObserver
+    observers = {name: make() for name in tensors}
     used = 0
     for feed in iter_samples(data_dir, specs, limit):
         try:
@@ -82,4 +87,19 @@ def calibrate_minmax(
         used += 1
         if progress:
             progress(used, total)
-    return {name: obs.range() for name, obs in observers.items()}, used
+    return {name: choose_range(obs, method, percentile) for name, obs in observers.items()}, used
+
+
+def choose_range(observer, method: CalibrationMethod, percentile: float) -> tuple[float, float]:
+    """The range ``method`` picks from what ``observer`` saw; never wider than min/max."""
+    if method == CalibrationMethod.MINMAX or not isinstance(observer, HistogramObserver) or observer.minmax.count == 0:
+        return observer.range()
+    counts, edges = observer.counts, observer.edges
+    if method == CalibrationMethod.PERCENTILE:
+        lo, hi = range_estimators.percentile_range(counts, edges, percentile)
+    elif method == CalibrationMethod.ENTROPY:
+        lo, hi = range_estimators.entropy_range(counts, edges)
+    else:
+        lo, hi = range_estimators.mse_range(counts, edges)
+    seen_lo, seen_hi = observer.range()
+    return max(lo, seen_lo), min(hi, seen_hi)

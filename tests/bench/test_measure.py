@@ -25,7 +25,6 @@ from bench.measure import (
     top1_agreement,
 )
 
-
 # --- cosine and SQNR ---------------------------------------------------------------------------
 
 
@@ -87,8 +86,16 @@ def test_ctc_greedy_decode_other_blank():
 
 @pytest.mark.parametrize(
     "a, b, distance",
-    [([], [], 0), ([1, 2, 3], [], 3), ([], [1], 1), ([1, 2, 3], [1, 2, 3], 0), ([1, 2, 3], [1, 3], 1),
-     ([1, 2, 3], [1, 4, 3], 1), ([1, 2], [2, 1], 2), (list("kitten"), list("sitting"), 3)],
+    [
+        ([], [], 0),
+        ([1, 2, 3], [], 3),
+        ([], [1], 1),
+        ([1, 2, 3], [1, 2, 3], 0),
+        ([1, 2, 3], [1, 3], 1),
+        ([1, 2, 3], [1, 4, 3], 1),
+        ([1, 2], [2, 1], 2),
+        (list("kitten"), list("sitting"), 3),
+    ],
 )
 def test_edit_distance(a, b, distance):
     assert edit_distance(a, b) == distance
