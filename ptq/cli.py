@@ -70,6 +70,7 @@ def main() -> None:
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scales per output channel or per tensor.")
 @click.option("--reduce-range", is_flag=True, help="7-bit weights, for x86 CPUs without VNNI (see README).")
 @click.option("--exclude", multiple=True, metavar="NAME_OR_OP_TYPE", help="Keep these nodes (by name or op type) float. Repeatable.")
+@click.option("--hybrid", multiple=True, metavar="NAME_OR_OP_TYPE", help="Run these MatMul/Gemm nodes with hybrid kernels (activations quantized at run time) in static mode. Repeatable.")
 @click.option("--calibration-samples", type=int, metavar="N", help="Use only the first N calibration samples.")
 @click.option("--calibration-method", type=click.Choice([m.value for m in CalibrationMethod]), default="minmax", show_default=True, help="How activation ranges are chosen from the calibration data.")
 @click.option("--percentile", type=float, default=99.99, show_default=True, help="Tail kept by --calibration-method percentile.")
@@ -78,7 +79,7 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="List every float fallback node.")
 @click.option("--debug", is_flag=True, help="Show a traceback on internal errors.")
 def convert_cmd(model, output, int8, calibration_data, weights, activations, per_channel, reduce_range, exclude,
-                calibration_samples, calibration_method, percentile, no_ort, quiet, verbose, debug) -> None:  # fmt: skip
+                hybrid, calibration_samples, calibration_method, percentile, no_ort, quiet, verbose, debug) -> None:  # fmt: skip
     """Quantize MODEL (a float32 .onnx) to int8; writes OUT, OUT's .ort and .ops.json."""
     logging.basicConfig(level=logging.WARNING if not debug else logging.DEBUG, format="ptq: %(message)s")
     try:
@@ -90,6 +91,7 @@ def convert_cmd(model, output, int8, calibration_data, weights, activations, per
             per_channel=per_channel,
             reduce_range=reduce_range,
             exclude=tuple(exclude),
+            hybrid=tuple(hybrid),
             calibration_samples=calibration_samples,
             calibration_method=calibration_method,
             percentile=percentile,

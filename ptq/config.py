@@ -43,6 +43,8 @@ class Config:
         per_channel: one scale per output channel of Conv/MatMul/Gemm weights.
         reduce_range: 7-bit weights, for x86 CPUs without VNNI (see README for measurements).
         exclude: node names or op types to keep float.
+        hybrid: MatMul/Gemm node names or op types to run with hybrid kernels in static mode
+            (int8 weights, activations quantized at run time).
         calibration_samples: use only the first N calibration samples.
         write_ort: also write the ``.ort`` flatbuffer.
     """
@@ -54,6 +56,7 @@ class Config:
     per_channel: bool = True
     reduce_range: bool = False
     exclude: tuple[str, ...] = ()
+    hybrid: tuple[str, ...] = ()
     calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
     calibration_samples: int | None = None
     percentile: float = 99.99
@@ -64,6 +67,7 @@ class Config:
         object.__setattr__(self, "activations", Scheme(self.activations))
         object.__setattr__(self, "calibration_method", CalibrationMethod(self.calibration_method))
         object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "hybrid", tuple(self.hybrid))
         if self.output is not None:
             object.__setattr__(self, "output", Path(self.output))
         if self.calibration_data is not None:

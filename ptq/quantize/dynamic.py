@@ -24,13 +24,12 @@ from onnx import TensorProto, helper
 from ptq.config import Config, Scheme
 from ptq.graph import attr, has_subgraph, initializers
 from ptq.quantize import kernels
-from ptq.quantize.plan import WEIGHT_ONLY, Decision, is_excluded, weight_axis
+from ptq.quantize.plan import HYBRID, WEIGHT_ONLY, Decision, is_excluded, weight_axis
 from ptq.quantize.rewrite import GraphBuilder, finish
 from ptq.quantize.weights import WeightStore
 
 # Small tensors are not worth an extra node: LayerNorm gammas, tiny heads.
 MIN_WEIGHT_ELEMENTS = 256
-HYBRID = "hybrid"
 
 
 @dataclass
@@ -54,10 +53,10 @@ def quantize_dynamic(model: onnx.ModelProto, config: Config) -> DynamicResult:
             nodes.append(node)
             continue
         if node.op_type in kernels.HYBRID:
-            nodes.extend(_hybrid_matmul(node, store, builder, config))
+            nodes.extend(hybrid_matmul(node, store, builder, config))
             decisions[node.name] = Decision(True, HYBRID)
         elif node.op_type == "Gather":
-            nodes.extend(_int8_gather(node, store, builder))
+            nodes.extend(int8_gather(node, store, builder))
             decisions[node.name] = Decision(True, WEIGHT_ONLY)
         else:
             nodes.extend(_weight_only(node, inits, store, config))
@@ -93,7 +92,7 @@ def _why_float(node: onnx.NodeProto, config: Config, inits) -> str | None:
     return None
 
 
-def _hybrid_matmul(node, store: WeightStore, builder: GraphBuilder, config: Config) -> list[onnx.NodeProto]:
+def hybrid_matmul(node, store: WeightStore, builder: GraphBuilder, config: Config) -> list[onnx.NodeProto]:
     transpose = node.op_type == "Gemm" and bool(attr(node, "transB", 0))  # MatMulInteger takes B as [K, N]
     w = store.int8(node.input[1], 1 if config.per_channel else None, transpose=transpose)
     x, out, name = node.input[0], node.output[0], node.name
@@ -124,7 +123,7 @@ def _weight_only(node, inits, store: WeightStore, config: Config) -> list[onnx.N
     return nodes + [new_node]
 
 
-def _int8_gather(node, store: WeightStore, builder: GraphBuilder) -> list[onnx.NodeProto]:
+def int8_gather(node, store: WeightStore, builder: GraphBuilder) -> list[onnx.NodeProto]:
     """Gather int8 rows, then dequantize the gathered rows only (per-tensor scale: a per-row
     scale would need its own Gather)."""
     w = store.int8(node.input[0], None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 from onnx import TensorProto
 
@@ -31,6 +32,7 @@ ELEMENTWISE = "elementwise"  # QLinearAdd/Mul/Concat/... kernels
 MOVEMENT = "movement"  # runs on the int8 tensor, keeps its scale
 ABSORBED = "absorbed"  # Relu/Clip folded into the following QuantizeLinear
 WEIGHT_ONLY = "weight-only"  # int8 weight dequantized for a float kernel (no int8 kernel to fuse)
+HYBRID = "hybrid"  # int8 weight, activation quantized at run time (DynamicQuantizeMatMul)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def make_plan(model: onnx.ModelProto, config: Config) -> Plan:
     # Folding Relu/Clip into a Q needs the Q's zero point at the clip's lower bound, which an
     # asymmetric (uint8) range gives; symmetric int8 (zero point 0) keeps negative codes.
     absorb = config.activations == Scheme.ASYMMETRIC
-    region = {n for n, d in decisions.items() if d.quantize and d.role != WEIGHT_ONLY}
+    region = {n for n, d in decisions.items() if d.quantize and d.role not in (WEIGHT_ONLY, HYBRID)}
     roles = {n: d.role for n, d in decisions.items() if d.quantize}
 
     def cost_of(tensor: str, region: set[str]) -> int:
@@ -186,6 +188,10 @@ def _first_look(node, config, inits, is_float_activation, weights, graph_outputs
     )
     if op not in allowed:
         return Decision(False, reason=f"no int8 kernel in onnxruntime for {op}")
+    if op == "Gather" and _is_constant_table(node, inits):
+        # Embedding tables: gather int8 rows, dequantize only those (as in dynamic mode).
+        weights[node.name] = (0, None)
+        return Decision(True, WEIGHT_ONLY, reason="int8 table: rows gathered in int8, then dequantized")
     data = [node.input[i] for i in kernels.data_inputs(op, len(node.input))]
     if not data or not any(is_float_activation(t) for t in data) or not all(
         is_float_activation(t) or t in inits for t in data
@@ -208,6 +214,20 @@ def _first_look(node, config, inits, is_float_activation, weights, graph_outputs
     return None
 
 
+# Tables smaller than this are not worth a DequantizeLinear node.
+MIN_TABLE_ELEMENTS = 4096
+
+
+def _is_constant_table(node: onnx.NodeProto, inits) -> bool:
+    table = inits.get(node.input[0])
+    return (
+        table is not None
+        and table.data_type == TensorProto.FLOAT
+        and len(table.dims) >= 2
+        and int(np.prod(table.dims)) >= MIN_TABLE_ELEMENTS
+    )
+
+
 def _weighted_decision(node, config, inits, is_float_activation, weights) -> Decision:
     op = node.op_type
     if op == "Gemm" and (attr(node, "transA", 0) or attr(node, "alpha", 1.0) != 1.0 or attr(node, "beta", 1.0) != 1.0):
@@ -219,6 +239,10 @@ def _weighted_decision(node, config, inits, is_float_activation, weights) -> Dec
     weight = inits.get(weight_name)
     if weight is None or weight.data_type != TensorProto.FLOAT:
         return Decision(False, reason="its weight is computed at run time, not a constant")
+    if op in kernels.HYBRID and (node.name in config.hybrid or op in config.hybrid):
+        # The run-time range of each input adapts to that input: what an activation with rare
+        # huge outliers (a transformer's FFN after GELU) needs, at a small cost in speed.
+        return Decision(True, HYBRID, reason="run hybrid by request (--hybrid)")
     if op == "MatMul" and len(weight.dims) != 2:
         return Decision(False, reason="MatMul weight is not 2-D")
     weights[node.name] = (1, weight_axis(node, weight, config.per_channel))

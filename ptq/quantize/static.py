@@ -25,7 +25,8 @@ from ptq.config import Config, Scheme
 from ptq.errors import UnsupportedModelError
 from ptq.graph import consumers, initializers, producers, to_array
 from ptq.quantize import kernels
-from ptq.quantize.plan import ABSORBED, MOVEMENT, WEIGHT_ONLY, WEIGHTED, Plan
+from ptq.quantize.dynamic import hybrid_matmul, int8_gather
+from ptq.quantize.plan import ABSORBED, HYBRID, MOVEMENT, WEIGHT_ONLY, WEIGHTED, Plan
 from ptq.quantize.rewrite import GraphBuilder, finish
 from ptq.quantize.weights import WeightStore, require_finite
 
@@ -121,7 +122,11 @@ def quantize_static(
         role = plan.role(node.name)
         new_node = onnx.NodeProto()
         new_node.CopyFrom(node)
-        if role == WEIGHT_ONLY:
+        if role == HYBRID:
+            nodes.extend(hybrid_matmul(node, store, builder, config))
+        elif role == WEIGHT_ONLY and node.op_type == "Gather":
+            nodes.extend(int8_gather(node, store, builder))
+        elif role == WEIGHT_ONLY:  # Conv/ConvTranspose with no fused int8 form
             weight_index, axis = plan.weights[node.name]
             new_node.input[weight_index], _ = store.dequantized(node.input[weight_index], axis, node.name, nodes)
         elif role is not None and role != ABSORBED:
@@ -137,12 +142,13 @@ def quantize_static(
                     if tensor in inits and tensor:
                         new_node.input[index] = _constant_operand(tensor, inits[tensor], node, builder, nodes, act_dtype, config)
         renamed: dict[str, str] = {}
-        if role is not None and role != WEIGHT_ONLY:
+        if role not in (None, WEIGHT_ONLY, HYBRID):
             for index, tensor in enumerate(node.output):
                 if tensor in activation_set:
                     renamed[tensor] = builder.unique(f"{tensor}/float")
                     new_node.output[index] = renamed[tensor]
-        nodes.append(new_node)
+        if role not in (HYBRID, WEIGHT_ONLY) or (role == WEIGHT_ONLY and node.op_type != "Gather"):
+            nodes.append(new_node)
         for tensor in node.output:
             if tensor not in activation_set:
                 continue
@@ -160,7 +166,7 @@ def quantize_static(
 def _reads_quantized(reader: onnx.NodeProto, tensor: str, plan: Plan) -> bool:
     """True if ``reader`` takes ``tensor`` through its own DequantizeLinear."""
     role = plan.role(reader.name)
-    if role in (None, ABSORBED, WEIGHT_ONLY):
+    if role in (None, ABSORBED, WEIGHT_ONLY, HYBRID):
         return False
     data = kernels.data_inputs(reader.op_type, len(reader.input))
     return any(reader.input[i] == tensor for i in data)
