@@ -117,3 +117,18 @@ def test_constant_and_zero_weights_get_safe_scales(tmp_path):
             assert np.all(onnx.numpy_helper.to_array(t) > 0)
     x = np.load(f"{calib}/sample_000.npz")["x"]
     assert np.all(np.isfinite(run(result.outputs.onnx, {"x": x})))
+
+
+def test_static_embeddings_are_int8_and_hybrid_is_honoured(tmp_path):
+    model = tiny.save(tiny.embedding_mlp(), tmp_path / "emb.onnx")
+    calib = tiny.id_samples(tmp_path / "calib")
+    result = ptq.convert(model, ptq.Config(calibration_data=calib, hybrid=("fc2",)))
+    kinds = {e.name: e for e in result.oplist.nodes}
+    assert kinds["fc1"].runs_as == "QLinearMatMul" or kinds["fc1"].kernel == "int8"
+    assert kinds["fc2"].kernel == "hybrid"
+    quantized = onnx.load(str(result.outputs.onnx))
+    tables = [t for t in quantized.graph.initializer if t.name == "table/int8"]
+    assert tables and tables[0].data_type == onnx.TensorProto.INT8
+    assert result.size_ratio < 0.4
+    feed = {"ids": np.array([[1, 7, 499, 0]], np.int64)}
+    assert qmath.cosine(run(model, feed), run(result.outputs.onnx, feed)) > 0.99

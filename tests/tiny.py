@@ -86,3 +86,35 @@ def image_samples(folder, n: int = 6, seed: int = 0, shape=(1, 3, 16, 16)) -> st
         img = np.stack([np.sin(3 * xx + p) * np.cos(2 * yy - p) for p in phase])[None].astype(np.float32)
         np.savez(folder / f"sample_{i:03d}.npz", x=img)
     return str(folder)
+
+
+def embedding_mlp(seed: int = 0) -> onnx.ModelProto:
+    """ids -> Gather(table) -> MatMul -> Relu -> MatMul: an embedding lookup feeding linear layers."""
+    rng = np.random.default_rng(seed)
+    table = rng.normal(size=(500, 32)).astype(np.float32)
+    w1 = (rng.normal(size=(32, 48)) * 0.2).astype(np.float32)
+    w2 = (rng.normal(size=(48, 8)) * 0.2).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["e"], name="embed"),
+        helper.make_node("MatMul", ["e", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "embedding_mlp",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["B", "T"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "T", 8])],
+        [_init("table", table), _init("w1", w1), _init("w2", w2)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def id_samples(folder, n: int = 4, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        np.savez(folder / f"sample_{i:03d}.npz", ids=rng.integers(0, 500, size=(1, 5 + i)).astype(np.int64))
+    return str(folder)
