@@ -119,7 +119,7 @@ def _weight_only(node, inits, store: WeightStore, config: Config) -> list[onnx.N
     axis = weight_axis(node, inits[node.input[1]], config.per_channel)
     new_node = onnx.NodeProto()
     new_node.CopyFrom(node)
-    new_node.input[1], _ = store.dequantized(node.input[1], axis, node.name, nodes)
+    new_node.input[1] = store.folded_at_load(node.input[1], axis, nodes)
     return nodes + [new_node]
 
 

@@ -128,7 +128,7 @@ def quantize_static(
             nodes.extend(int8_gather(node, store, builder))
         elif role == WEIGHT_ONLY:  # Conv/ConvTranspose with no fused int8 form
             weight_index, axis = plan.weights[node.name]
-            new_node.input[weight_index], _ = store.dequantized(node.input[weight_index], axis, node.name, nodes)
+            new_node.input[weight_index] = store.folded_at_load(node.input[weight_index], axis, nodes)
         elif role is not None and role != ABSORBED:
             data = set(kernels.data_inputs(node.op_type, len(node.input)))
             for index, tensor in enumerate(node.input):

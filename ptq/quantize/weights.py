@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
 from ptq import qmath
 from ptq.errors import UnsupportedModelError
@@ -41,6 +42,7 @@ class WeightStore:
         self.symmetric = symmetric
         self.reduce_range = reduce_range
         self._cache: dict[tuple, QuantizedWeight] = {}
+        self._folded: dict[tuple, str] = {}
 
     def int8(self, name: str, axis: int | None, *, transpose: bool = False) -> QuantizedWeight:
         """``name`` as int8 (per-channel along ``axis``, or per tensor); ``transpose`` for 2-D."""
@@ -68,3 +70,38 @@ class WeightStore:
         out = self.builder.unique(f"{name}/dq")
         nodes.append(self.builder.dequantize_node(w.q, w.scale, w.zero_point, out, axis=w.axis))
         return out, w
+
+    def folded_at_load(self, name: str, axis: int | None, nodes: list[onnx.NodeProto]) -> str:
+        """The int8 ``name`` turned back to float by ``Cast`` and ``Mul`` (and ``Sub`` of the
+        zero point), which onnxruntime's constant folding computes once when it loads the model.
+
+        For a weight with no int8 kernel to fuse into (Conv in dynamic mode, ConvTranspose):
+        a DequantizeLinear would run at every inference (onnxruntime never folds it, to keep QDQ
+        groups intact) and would keep the kernel from prepacking its weight; folded at load, the
+        float kernel runs exactly as fast as in the float model and the file still holds int8.
+        """
+        key = (name, axis, "folded")
+        if key in self._folded:
+            return self._folded[key]
+        w = self.int8(name, axis)
+        rank = len(self.inits[name].dims)
+        b = self.builder
+        shape = [1] * rank
+        if axis is not None:
+            shape[axis] = -1
+        as_float = b.unique(f"{name}/float_int8")
+        nodes.append(helper.make_node("Cast", [w.q], [as_float], to=onnx.TensorProto.FLOAT, name=b.unique(f"{name}/Cast")))
+        if w.zero_point is not None and np.any(to_array_named(b, w.zero_point)):
+            zp = b.constant(f"{name}/zero_point_float", to_array_named(b, w.zero_point).astype(np.float32).reshape(shape))
+            centered = b.unique(f"{name}/centered")
+            nodes.append(helper.make_node("Sub", [as_float, zp], [centered], name=b.unique(f"{name}/Sub")))
+            as_float = centered
+        scale = b.constant(f"{name}/scale_b", w.scale_values.astype(np.float32).reshape(shape) if w.scale_values.ndim else w.scale_values)
+        out = b.unique(f"{name}/dequantized")
+        nodes.append(helper.make_node("Mul", [as_float, scale], [out], name=b.unique(f"{name}/Mul")))
+        self._folded[key] = out
+        return out
+
+
+def to_array_named(builder: GraphBuilder, name: str) -> np.ndarray:
+    return numpy_helper.to_array(builder.new_initializers[name])

@@ -176,7 +176,7 @@ def _entry(name: str, op_type: str, decision: Decision | None, runs: _Executed |
         return FLOAT, "fused by onnxruntime into a float node", None
     if runs.kernel == FLOAT:
         if decision is not None and decision.role == "weight-only":
-            reason = "int8 weight stored, dequantized for the float kernel (no fast int8 kernel)"
+            reason = "int8 weight in the file, expanded to float once at load (no int8 kernel to fuse into)"
         elif decision is not None and decision.quantize:
             reason = f"onnxruntime did not fuse its QDQ group: runs float {runs.op_type}"
         else:
