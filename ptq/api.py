@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 
 from ptq import __version__, loader
+from ptq.calibrate.range_file import load_ranges, save_ranges
 from ptq.calibrate.runner import calibrate
 from ptq.config import Config, OutputPaths
 from ptq.errors import OutputError
@@ -83,15 +84,20 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     samples = 0
     if config.static:
         plan = make_plan(model, config)
-        ranges, samples = calibrate(
-            loaded.model,
-            plan.activations,
-            config.calibration_data,
-            method=config.calibration_method,
-            percentile=config.percentile,
-            limit=config.calibration_samples,
-            progress=lambda done, total: report("calibrate", done, total),
-        )
+        if config.load_ranges is not None:
+            ranges = load_ranges(config.load_ranges, plan.activations)
+        else:
+            ranges, samples = calibrate(
+                loaded.model,
+                plan.activations,
+                config.calibration_data,
+                method=config.calibration_method,
+                percentile=config.percentile,
+                limit=config.calibration_samples,
+                progress=lambda done, total: report("calibrate", done, total),
+            )
+        if config.save_ranges is not None:
+            save_ranges(ranges, config, samples, config.save_ranges)
         report("quantize", 0, 0)
         quantized = quantize_static(model, plan, ranges, config)
         decisions = plan.decisions

@@ -46,6 +46,8 @@ class Config:
         hybrid: MatMul/Gemm node names or op types to run with hybrid kernels in static mode
             (int8 weights, activations quantized at run time).
         calibration_samples: use only the first N calibration samples.
+        save_ranges: write the calibrated ranges to this JSON file.
+        load_ranges: take ranges from this JSON file instead of calibrating.
         write_ort: also write the ``.ort`` flatbuffer.
     """
 
@@ -60,6 +62,8 @@ class Config:
     calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
     calibration_samples: int | None = None
     percentile: float = 99.99
+    save_ranges: Path | None = None
+    load_ranges: Path | None = None
     write_ort: bool = True
 
     def __post_init__(self) -> None:
@@ -70,8 +74,9 @@ class Config:
         object.__setattr__(self, "hybrid", tuple(self.hybrid))
         if self.output is not None:
             object.__setattr__(self, "output", Path(self.output))
-        if self.calibration_data is not None:
-            object.__setattr__(self, "calibration_data", Path(self.calibration_data))
+        for name in ("calibration_data", "save_ranges", "load_ranges"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
         if not 50.0 < self.percentile <= 100.0:
             raise UsageError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.calibration_samples is not None and self.calibration_samples < 1:
@@ -79,8 +84,8 @@ class Config:
 
     @property
     def static(self) -> bool:
-        """Static (full int8) when calibration data is given; dynamic (hybrid) otherwise."""
-        return self.calibration_data is not None
+        """Static (full int8) with calibration data or saved ranges; dynamic (hybrid) otherwise."""
+        return self.calibration_data is not None or self.load_ranges is not None
 
 
 @dataclass(frozen=True)

@@ -132,3 +132,15 @@ def test_static_embeddings_are_int8_and_hybrid_is_honoured(tmp_path):
     assert result.size_ratio < 0.4
     feed = {"ids": np.array([[1, 7, 499, 0]], np.int64)}
     assert qmath.cosine(run(model, feed), run(result.outputs.onnx, feed)) > 0.99
+
+
+def test_saved_ranges_reproduce_the_model_without_calibration(cnn, tmp_path):
+    model, calib = cnn
+    ranges = tmp_path / "ranges.json"
+    a = ptq.convert(model, ptq.Config(calibration_data=calib, save_ranges=ranges, output=tmp_path / "a.onnx"))
+    b = ptq.convert(model, ptq.Config(load_ranges=ranges, output=tmp_path / "b.onnx"))
+    assert b.mode == "static" and b.calibration_samples == 0
+    assert a.outputs.onnx.read_bytes() == b.outputs.onnx.read_bytes()
+    other = tiny.save(tiny.small_mlp(), tmp_path / "mlp.onnx")
+    with pytest.raises(ptq.PtqError, match="no range for tensor"):
+        ptq.convert(other, ptq.Config(load_ranges=ranges))

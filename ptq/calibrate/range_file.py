@@ -1,0 +1,64 @@
+"""Calibrated ranges as a JSON file, so a rerun with new options skips calibration.
+
+Format (version 1)::
+
+    {"format": "ptq-ranges", "version": 1, "method": "minmax", "percentile": 99.99,
+     "samples": 10, "ranges": {"tensor name": [lo, hi], ...}}
+
+Ranges are per tensor of the prepared model; a file made for another model (or for a plan that
+observed other tensors) is refused with the first missing tensor named.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ptq.config import Config
+from ptq.errors import CalibrationDataError
+from ptq.write.atomic import write_bytes
+
+FORMAT = "ptq-ranges"
+VERSION = 1
+
+
+def save_ranges(ranges: dict[str, tuple[float, float]], config: Config, samples: int, path: Path) -> None:
+    document = {
+        "format": FORMAT,
+        "version": VERSION,
+        "method": config.calibration_method.value,
+        "percentile": config.percentile,
+        "samples": samples,
+        "ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(ranges.items())},
+    }
+    write_bytes(Path(path), (json.dumps(document, indent=1) + "\n").encode())
+
+
+def load_ranges(path: Path, needed: list[str]) -> dict[str, tuple[float, float]]:
+    """Ranges from ``path`` for every tensor in ``needed``."""
+    try:
+        document = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CalibrationDataError(f"{path}: no such ranges file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CalibrationDataError(f"{path}: not a ranges file ({exc})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT or not isinstance(document.get("ranges"), dict):
+        raise CalibrationDataError(f"{path}: not a ptq ranges file (written by --save-ranges)")
+    if document.get("version") != VERSION:
+        raise CalibrationDataError(f"{path}: ranges file version {document.get('version')!r}, this ptq reads {VERSION}")
+    ranges: dict[str, tuple[float, float]] = {}
+    table = document["ranges"]
+    for name in needed:
+        value = table.get(name)
+        if value is None:
+            raise CalibrationDataError(f"{path}: no range for tensor {name!r}; the file was made for another model or options")
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+            or value[0] > value[1]
+        ):
+            raise CalibrationDataError(f"{path}: range of tensor {name!r} is not [lo, hi] with finite lo <= hi")
+        ranges[name] = (float(value[0]), float(value[1]))
+    return ranges
