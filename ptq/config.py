@@ -59,7 +59,7 @@ class Config:
     reduce_range: bool = False
     exclude: tuple[str, ...] = ()
     hybrid: tuple[str, ...] = ()
-    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    calibration_method: CalibrationMethod = CalibrationMethod.PERCENTILE
     calibration_samples: int | None = None
     percentile: float = 99.99
     save_ranges: Path | None = None

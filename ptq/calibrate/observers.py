@@ -92,9 +92,7 @@ class HistogramObserver:
         first = self.minmax.count == 0
         self.minmax.update(finite)
         if first:
-            self.lo, self.hi = xmin, xmax
-            if xmin == xmax:
-                self.hi = xmin + 1e-12
+            self.lo, self.hi = xmin, _resolvable_hi(xmin, xmax, self.bins)
         elif xmin < self.lo or xmax > self.hi:
             self._widen(min(xmin, self.lo), max(xmax, self.hi))
         hist, _ = np.histogram(finite, bins=self.bins, range=(self.lo, self.hi))
@@ -116,6 +114,13 @@ class HistogramObserver:
     def range(self) -> tuple[float, float]:
         """The observed min/max (range estimators in ``ranges`` use the histogram)."""
         return self.minmax.range()
+
+
+def _resolvable_hi(lo: float, hi: float, bins: int) -> float:
+    """``hi``, raised if needed so that ``bins`` equal bins over ``[lo, hi]`` are distinct floats
+    (a constant or nearly constant tensor would otherwise make zero-width bins)."""
+    floor = max(abs(lo), abs(hi), 1e-30) * 1e-6 * bins
+    return max(hi, lo + floor)
 
 
 def _rebin(counts: np.ndarray, lo: float, hi: float, new_lo: float, new_hi: float) -> np.ndarray:

@@ -75,3 +75,10 @@ def test_constant_tensor_is_safe():
         lo, hi = choose_range(obs, method, 99.99)
         assert np.isfinite(lo) and np.isfinite(hi)
     assert choose_range(MinMaxObserver(), CalibrationMethod.MINMAX, 99.99) == (0.0, 0.0)
+
+
+def test_constant_large_values_get_a_resolvable_histogram():
+    obs = observed([np.full(100, 1234.5, np.float32), np.full(10, 1234.5001, np.float32)])
+    assert obs.counts.sum() == pytest.approx(110)
+    lo, hi = choose_range(obs, CalibrationMethod.PERCENTILE, 99.99)
+    assert 1234.4 < lo <= hi < 1234.6
