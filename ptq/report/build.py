@@ -1,0 +1,384 @@
+"""Assemble a report: measure two models (or a conversion's float and int8), evaluate the gates,
+and hold every figure for the renderers and the JSON document (schema in ``schema.md``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ptq.errors import CalibrationDataError, UsageError
+from ptq.report import data as data_mod
+from ptq.report import gates as gates_mod
+from ptq.report.data import EvalData
+from ptq.report.env import environment
+from ptq.report.inspect import ModelInfo, inspect_model
+from ptq.report.measure import (
+    DEFAULT_RUNS,
+    DEFAULT_WARMUP,
+    Fidelity,
+    Latency,
+    Layers,
+    compare_outputs,
+    layer_errors,
+    time_models,
+)
+
+SCHEMA = "ptq-report"
+SCHEMA_VERSION = 1
+KINDS = ("convert", "compare", "bench")
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """What to measure and how.
+
+    Attributes:
+        threads: onnxruntime intra-op threads for every session (latency is stated with it).
+        runs: timed runs per model; warmup: untimed runs per model before timing.
+        latency: time the models (``--no-bench`` turns it off).
+        fidelity: compare outputs on the data.
+        layers: also compare every intermediate tensor (for the HTML/JSON reports).
+        samples: use only the first N samples of the data.
+        thresholds: gate key -> threshold (see ``ptq.report.gates.GATES``).
+    """
+
+    threads: int = 1
+    runs: int = DEFAULT_RUNS
+    warmup: int = DEFAULT_WARMUP
+    latency: bool = True
+    fidelity: bool = True
+    layers: bool = False
+    samples: int | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {self.threads}")
+        if self.runs < 1:
+            raise UsageError(f"--runs must be at least 1, got {self.runs}")
+        if self.warmup < 0:
+            raise UsageError(f"--warmup must be at least 0, got {self.warmup}")
+        if self.samples is not None and self.samples < 1:
+            raise UsageError(f"--eval-samples must be at least 1, got {self.samples}")
+        object.__setattr__(self, "thresholds", gates_mod.check_thresholds(dict(self.thresholds)))
+        if "min_speedup" in self.thresholds and not self.latency:
+            raise UsageError("--min-speedup needs the latency measurement; drop --no-bench")
+        if {"min_cosine", "min_sqnr", "min_top1"} & set(self.thresholds) and not self.fidelity:
+            raise UsageError("fidelity gates need the fidelity measurement")
+
+
+@dataclass
+class Report:
+    """Every figure of one ``convert``, ``compare`` or ``bench`` run."""
+
+    kind: str
+    labels: list[str]  # one per model: "float"/"int8", "A"/"B", or file names
+    models: list[ModelInfo]
+    sizes: list[int]  # bytes on disk per model
+    options: MeasureOptions
+    data: EvalData | None = None
+    latency: Latency | None = None
+    fidelity: Fidelity | None = None
+    layers: Layers | None = None
+    kernels: dict[str, int] | None = None  # convert: the op list's int8/hybrid/float/folded source nodes
+    kernels_by_op_type: dict[str, dict[str, int]] | None = None
+    float_fallbacks: list[dict] = field(default_factory=list)
+    conversion: dict | None = None
+    gates: list[gates_mod.GateResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)  # figure -> why it was not measured
+    environment: dict = field(default_factory=environment)
+    created: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+
+    # -- headline figures -------------------------------------------------------------------
+
+    @property
+    def size_ratio(self) -> float | None:
+        if len(self.sizes) < 2 or not self.sizes[0]:
+            return None
+        return self.sizes[1] / self.sizes[0]
+
+    @property
+    def speedup(self) -> float | None:
+        return self.latency.speedup() if self.latency and len(self.latency.models) >= 2 else None
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    @property
+    def failed_gates(self) -> list[gates_mod.GateResult]:
+        return [g for g in self.gates if not g.passed]
+
+    def summary(self) -> dict:
+        """The headline figures gates read (None where not measured)."""
+        s: dict = {"threads": self.options.threads}
+        lat, fid = self.latency, self.fidelity
+        s["median_ms"] = [m.median_ms for m in lat.models] if lat else None
+        if self.kind != "bench":
+            s["reference_size_bytes"] = self.sizes[0]
+            s["candidate_size_bytes"] = self.sizes[1]
+            s["size_ratio"] = self.size_ratio
+            s["reference_median_ms"] = lat.models[0].median_ms if lat else None
+            s["reference_p90_ms"] = lat.models[0].p90_ms if lat else None
+            s["candidate_median_ms"] = lat.models[1].median_ms if lat else None
+            s["candidate_p90_ms"] = lat.models[1].p90_ms if lat else None
+            s["speedup"] = self.speedup
+            for key in ("cosine", "cosine_min", "sqnr_db", "max_abs_error", "top1"):
+                s[key] = getattr(fid, key) if fid else None
+        return s
+
+    def evaluate_gates(self) -> list[gates_mod.GateResult]:
+        self.gates = gates_mod.evaluate(self.options.thresholds, self.summary(), self.missing)
+        return self.gates
+
+    # -- breakdowns for the plots -----------------------------------------------------------
+
+    def op_type_rows(self) -> list[dict]:
+        """Per op type: nodes and weight bytes per model, the op list's kernels (convert), and the
+        per-layer error of the tensors it produces; most reference nodes first."""
+        rows: dict[str, dict] = {}
+
+        def row(op: str) -> dict:
+            n = len(self.models)
+            return rows.setdefault(op, {"op_type": op, "nodes": [0] * n, "kernels": None, "bytes": [0] * n,
+                                        "layers": 0, "sqnr_db_median": None, "cosine_min": None})  # fmt: skip
+
+        for i, info in enumerate(self.models):
+            for s in info.op_types:
+                row(s.op_type)["nodes"][i] = s.count
+        for i, info in enumerate(self.models):
+            for op, nbytes in info.bytes_by_op_type().items():
+                row(op)["bytes"][i] = nbytes
+        if self.kernels_by_op_type:
+            for op, counts in self.kernels_by_op_type.items():
+                row(op)["kernels"] = {k: counts.get(k, 0) for k in ("int8", "hybrid", "float", "folded")}
+        if self.layers and self.layers.tensors:
+            by_op: dict[str, list] = defaultdict(list)
+            for t in self.layers.tensors:
+                by_op[t.op_type].append(t)
+            for op, tensors in by_op.items():
+                r = row(op)
+                r["layers"] = len(tensors)
+                finite = [t.sqnr_db for t in tensors if math.isfinite(t.sqnr_db)]
+                r["sqnr_db_median"] = statistics.median(finite) if finite else (math.inf if tensors else None)
+                r["cosine_min"] = min(t.cosine for t in tensors)
+        return sorted(rows.values(), key=lambda r: (-r["nodes"][0], -sum(r["nodes"]), -sum(r["bytes"]), r["op_type"]))
+
+    # -- JSON -------------------------------------------------------------------------------
+
+    def to_json(self) -> dict:
+        doc = {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "kind": self.kind,
+            "created": self.created,
+            "environment": self.environment,
+            "threads": self.options.threads,
+            "models": [
+                {"label": label, "role": _role(self.kind, i), **info.to_json(), "size_bytes": size}
+                for i, (label, info, size) in enumerate(zip(self.labels, self.models, self.sizes))
+            ],
+            "summary": self.summary(),
+            "data": self.data.to_json() if self.data else None,
+            "latency": self.latency.to_json() if self.latency else None,
+            "fidelity": self.fidelity.to_json() if self.fidelity else None,
+            "layers": self.layers.to_json() if self.layers else None,
+            "op_types": self.op_type_rows() if self.kind != "bench" else [],
+            "kernels": self.kernels,
+            "float_fallbacks": self.float_fallbacks,
+            "conversion": self.conversion,
+            "gates": {"passed": self.gates_passed, "results": [g.to_json() for g in self.gates]},
+            "notes": self.notes,
+            "missing": self.missing,
+        }
+        return json_safe(doc)
+
+
+def _role(kind: str, index: int) -> str:
+    if kind == "bench":
+        return "model"
+    return "reference" if index == 0 else "candidate"
+
+
+def json_safe(value):
+    """``value`` with non-finite floats as the strings "inf", "-inf", "nan" (JSON has no such numbers)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def choose_data(
+    model: Path,
+    *,
+    eval_data: Path | None = None,
+    calibration_data: Path | None = None,
+    samples: int | None = None,
+    option: str = "--eval-data",
+) -> EvalData:
+    """The measured inputs: ``eval_data`` if given, else ``calibration_data`` (labelled as such),
+    else inputs synthesized from ``model``'s declared input shapes (labelled as such)."""
+    onnx_model, specs = data_mod.model_specs(model)
+    if eval_data is not None:
+        return data_mod.from_folder(eval_data, specs, data_mod.EVAL, samples, option=option)
+    if calibration_data is not None:
+        return data_mod.from_folder(calibration_data, specs, data_mod.CALIBRATION, samples, option="--calibration-data")
+    return data_mod.synthesize(onnx_model, specs, samples or data_mod.SYNTHESIZED_SAMPLES, option=option)
+
+
+def _check_same_inputs(paths: Sequence[Path]) -> None:
+    first = None
+    for path in paths:
+        _, specs = data_mod.model_specs(path)
+        names = sorted(s.name for s in specs)
+        if first is None:
+            first = (path, names)
+        elif names != first[1]:
+            raise UsageError(
+                f"{path} has inputs {', '.join(names)} but {first[0]} has {', '.join(first[1])}:"
+                " the models must take the same inputs"
+            )
+
+
+# -------------------------------------------------------------------------------- measuring
+
+
+def _measure_pair(report: Report, paths: tuple[Path, Path], progress: Progress | None) -> Report:
+    try:
+        return _measure_pair_unchecked(report, paths, progress)
+    except CalibrationDataError as exc:
+        if report.data is not None and report.data.source == data_mod.SYNTHESIZED:
+            raise CalibrationDataError(
+                f"{exc} (the inputs were synthesized from the declared input shapes; give real samples with"
+                f" {report.data.option} DIR)"
+            ) from None
+        raise
+
+
+def _measure_pair_unchecked(report: Report, paths: tuple[Path, Path], progress: Progress | None) -> Report:
+    options = report.options
+    labels = (report.labels[0], report.labels[1])
+    data = report.data
+    if options.fidelity and data is not None:
+        report.fidelity = compare_outputs(paths[0], paths[1], data, threads=options.threads, labels=labels,
+                                          progress=progress)  # fmt: skip
+        if report.fidelity.top1 is None:
+            report.missing["top1"] = "does not apply: no output looks like class scores ([N, classes])"
+    if options.layers and data is not None:
+        report.layers = layer_errors(paths[0], paths[1], data, threads=options.threads, progress=progress)
+    if options.latency and data is not None:
+        report.latency = time_models(list(zip(labels, paths)), data.first(), threads=options.threads,
+                                     runs=options.runs, warmup=options.warmup, progress=progress)  # fmt: skip
+    elif not options.latency:
+        report.missing["speedup"] = "not measured (--no-bench)"
+    _note_background(report)
+    report.evaluate_gates()
+    return report
+
+
+BUSY_CORES = 0.25
+
+
+def _note_background(report: Report) -> None:
+    cores = report.latency.background_load_cores if report.latency else None
+    if cores is not None and cores > BUSY_CORES:
+        report.notes.append(f"other processes kept {cores:.1f} cores busy while timing: latency figures may be noisy")
+
+
+def report_conversion(
+    result, data: EvalData | None, options: MeasureOptions, progress: Progress | None = None
+) -> Report:
+    """Measure a ``ptq.convert`` result: its float source against its int8 output."""
+    source, output = Path(result.source), Path(result.outputs.onnx)
+    models = [inspect_model(source, run_onnxruntime=False), inspect_model(output, run_onnxruntime=False)]
+    by_op: dict[str, Counter] = defaultdict(Counter)
+    for entry in result.oplist.nodes:
+        by_op[entry.op_type][entry.kernel] += 1
+    fallbacks = Counter((e.op_type, e.reason) for e in result.oplist.float_fallbacks())
+    report = Report(
+        kind="convert",
+        labels=["float", "int8"],
+        models=models,
+        sizes=[result.float_size_bytes, result.int8_size_bytes],
+        options=options,
+        data=data,
+        kernels=result.oplist.summary(),
+        kernels_by_op_type={op: dict(c) for op, c in by_op.items()},
+        float_fallbacks=[
+            {"op_type": op, "reason": reason, "count": n}
+            for (op, reason), n in sorted(fallbacks.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
+        conversion={
+            "mode": result.mode,
+            "calibration_samples": result.calibration_samples,
+            "calibration_method": result.calibration_method or None,
+            "outputs": {
+                "onnx": str(result.outputs.onnx),
+                "ort": str(result.outputs.ort) if result.ort_size_bytes is not None else None,
+                "ops": str(result.outputs.ops),
+            },
+            "ort_size_bytes": result.ort_size_bytes,
+            "seconds": result.seconds,
+            "notes": list(result.notes),
+        },
+    )
+    return _measure_pair(report, (source, output), progress)
+
+
+def report_comparison(a: Path, b: Path, data_dir: Path | None, options: MeasureOptions,
+                      progress: Progress | None = None) -> Report:  # fmt: skip
+    """Measure any two models with the same inputs: ``a`` is the reference, ``b`` the candidate."""
+    a, b = Path(a), Path(b)
+    models = [inspect_model(a), inspect_model(b)]
+    _check_same_inputs([a, b])
+    data = choose_data(a, eval_data=data_dir, samples=options.samples, option="--data")
+    report = Report(
+        kind="compare",
+        labels=["A", "B"],
+        models=models,
+        sizes=[m.size_bytes for m in models],
+        options=options,
+        data=data,
+    )
+    return _measure_pair(report, (a, b), progress)
+
+
+def report_bench(paths: Sequence[Path], data_dir: Path | None, options: MeasureOptions,
+                 progress: Progress | None = None) -> Report:  # fmt: skip
+    """Latency only, of every model, interleaved in one process."""
+    paths = [Path(p) for p in paths]
+    models = [inspect_model(p, run_onnxruntime=False) for p in paths]
+    _check_same_inputs(paths)
+    data = choose_data(paths[0], eval_data=data_dir, samples=1, option="--data")
+    labels = _unique_labels(paths)
+    report = Report(kind="bench", labels=labels, models=models, sizes=[m.size_bytes for m in models],
+                    options=options, data=data)  # fmt: skip
+    report.latency = time_models(list(zip(labels, paths)), data.first(), threads=options.threads, runs=options.runs,
+                                 warmup=options.warmup, progress=progress)  # fmt: skip
+    _note_background(report)
+    return report
+
+
+def _unique_labels(paths: Sequence[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [str(p) for p in paths]

@@ -1,0 +1,565 @@
+"""Measure models with onnxruntime: latency, output fidelity, per-layer error.
+
+Everything here runs the models; nothing estimates. Latency: every model is loaded in this one
+process with the same session options, warmed up, then timed interleaved (round ``i`` runs each
+model once, starting with a different model each round), so drift of the machine (frequency,
+other load) hits every model alike; the figures are the median and 90th percentile of the timed
+runs, which are all kept. Fidelity: both models run on the same inputs; the reference model's
+outputs are the reference (not ground-truth labels).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ptq import qmath
+from ptq.errors import CalibrationDataError, UnsupportedModelError
+from ptq.graph import ort_error_line
+from ptq.report.data import EvalData
+
+Progress = Callable[[str, int, int], None]
+
+DEFAULT_RUNS = 50
+DEFAULT_WARMUP = 5
+LAYER_SAMPLES = 2  # samples the per-layer comparison runs on (it keeps every activation)
+LAYER_MAX_MODEL_BYTES = 1_500_000_000
+
+
+def _quiet(stage: str, done: int, total: int) -> None:
+    return None
+
+
+# ------------------------------------------------------------------------------------- sessions
+
+
+def session_options(threads: int):
+    """Options as users run onnxruntime (``ORT_ENABLE_ALL``, sequential), ``threads`` intra-op threads.
+
+    Intra-op workers do not spin-wait: with several sessions in one process timed in turn, the
+    spinning workers of the session that just ran would take cores from the one being timed.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+def open_session(model: Path | bytes, threads: int = 1, label: str | None = None):
+    """An onnxruntime CPU session; a model onnxruntime cannot load is an ``UnsupportedModelError``."""
+    import onnxruntime as ort
+
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        name = label or (str(model) if not isinstance(model, bytes) else "the model")
+        raise UnsupportedModelError(f"onnxruntime cannot load {name}: {ort_error_line(exc)}") from None
+
+
+def _run(session, feed: dict[str, np.ndarray], label: str) -> list[np.ndarray]:
+    try:
+        return session.run(None, feed)
+    except Exception as exc:
+        shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
+        raise CalibrationDataError(
+            f"onnxruntime cannot run {label} on inputs {shapes}: {ort_error_line(exc)}"
+        ) from None
+
+
+# -------------------------------------------------------------------------------------- latency
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation (numpy's default)."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Timed runs of one model, in milliseconds, in the order they ran."""
+
+    label: str
+    path: str
+    runs_ms: tuple[float, ...]
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.runs_ms)
+
+    @property
+    def p90_ms(self) -> float:
+        return percentile(self.runs_ms, 90)
+
+    @property
+    def mean_ms(self) -> float:
+        return statistics.fmean(self.runs_ms)
+
+    @property
+    def min_ms(self) -> float:
+        return min(self.runs_ms)
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.runs_ms)
+
+    @property
+    def stdev_ms(self) -> float:
+        return statistics.stdev(self.runs_ms) if len(self.runs_ms) > 1 else 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "label": self.label,
+            "path": self.path,
+            "median_ms": self.median_ms,
+            "p90_ms": self.p90_ms,
+            "mean_ms": self.mean_ms,
+            "min_ms": self.min_ms,
+            "max_ms": self.max_ms,
+            "stdev_ms": self.stdev_ms,
+            "runs_ms": list(self.runs_ms),
+        }
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Interleaved timing of several models on one input."""
+
+    threads: int
+    warmup_runs: int  # per model, before timing
+    runs: int  # timed runs per model
+    input_shapes: dict[str, list[int]]
+    models: list[LatencyStats]
+    background_load_cores: float | None = None  # cores other processes kept busy meanwhile
+
+    def speedup(self, index: int = 1, reference: int = 0) -> float:
+        """Median latency of model ``reference`` over that of model ``index``."""
+        return self.models[reference].median_ms / self.models[index].median_ms
+
+    def describe(self) -> str:
+        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        shapes = ", ".join(f"{k}[{','.join(map(str, v))}]" for k, v in self.input_shapes.items())
+        return f"{threads}, {self.warmup_runs} warm-up + {self.runs} timed runs each, interleaved; input {shapes}"
+
+    def to_json(self) -> dict:
+        data = {
+            "threads": self.threads,
+            "warmup_runs": self.warmup_runs,
+            "runs": self.runs,
+            "interleaved": True,
+            "input_shapes": self.input_shapes,
+            "background_load_cores": self.background_load_cores,
+            "models": [m.to_json() for m in self.models],
+        }
+        if len(self.models) == 2:
+            data["speedup"] = self.speedup()
+        return data
+
+
+def _busy_cpu_s() -> float | None:
+    """CPU seconds every process has spent busy since boot (/proc/stat), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    except (OSError, ValueError):
+        return None
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def time_models(
+    models: Sequence[tuple[str, Path]],
+    feed: dict[str, np.ndarray],
+    *,
+    threads: int = 1,
+    runs: int = DEFAULT_RUNS,
+    warmup: int = DEFAULT_WARMUP,
+    progress: Progress | None = None,
+) -> Latency:
+    """Latency of each ``(label, path)`` on ``feed``: warm-up, then ``runs`` interleaved rounds."""
+    if threads < 1 or runs < 1 or warmup < 0:
+        raise ValueError("threads and runs must be >= 1, warmup >= 0")
+    progress = progress or _quiet
+    sessions = [open_session(path, threads, label) for label, path in models]
+    for (label, _), session in zip(models, sessions):
+        for _ in range(warmup):
+            _run(session, feed, label)
+    samples: list[list[float]] = [[] for _ in models]
+    order = list(range(len(models)))
+    wall0, busy0, own0 = time.perf_counter(), _busy_cpu_s(), _own_cpu_s()
+    for round_index in range(runs):
+        shift = round_index % len(order)
+        for i in order[shift:] + order[:shift]:
+            started = time.perf_counter_ns()
+            sessions[i].run(None, feed)
+            samples[i].append((time.perf_counter_ns() - started) / 1e6)
+        progress("time", round_index + 1, runs)
+    wall, busy1 = time.perf_counter() - wall0, _busy_cpu_s()
+    background = None
+    if busy0 is not None and busy1 is not None and wall > 0:
+        background = max(0.0, ((busy1 - busy0) - (_own_cpu_s() - own0)) / wall)
+    return Latency(
+        threads=threads,
+        warmup_runs=warmup,
+        runs=runs,
+        input_shapes={k: [int(d) for d in v.shape] for k, v in feed.items()},
+        models=[LatencyStats(label, str(path), tuple(s)) for (label, path), s in zip(models, samples)],
+        background_load_cores=background,
+    )
+
+
+# ------------------------------------------------------------------------------------- fidelity
+
+
+def class_axis(shape: Sequence[int]) -> int | None:
+    """The class axis when an output looks like class scores, else None.
+
+    Class scores: rank >= 2 and exactly one axis after the first (batch) has 2 or more entries,
+    as ``[N, classes]`` or ``[N, classes, 1, 1]``. Maps, sequences and embeddings do not qualify.
+    """
+    if len(shape) < 2:
+        return None
+    wide = [axis for axis in range(1, len(shape)) if shape[axis] >= 2]
+    return wide[0] if len(wide) == 1 else None
+
+
+@dataclass
+class _OutputAccumulator:
+    name: str
+    shape: list[int] | None = None
+    cosines: list[float] = field(default_factory=list)
+    signal: float = 0.0
+    noise: float = 0.0
+    max_abs: float = 0.0
+    top1_same: int = 0
+    top1_rows: int = 0
+    top1_applies: bool | None = None
+    comparable: bool = True
+
+    def add(self, ref: np.ndarray, test: np.ndarray) -> None:
+        if self.shape is None:
+            self.shape = [int(d) for d in ref.shape]
+        if ref.shape != test.shape or ref.dtype.kind not in "fc" or test.dtype.kind not in "fc":
+            self.comparable = False
+            return
+        r = ref.astype(np.float64).ravel()
+        t = test.astype(np.float64).ravel()
+        err = r - t
+        self.cosines.append(qmath.cosine(r, t))
+        self.signal += float(np.dot(r, r))
+        self.noise += float(np.dot(err, err))
+        if err.size:
+            self.max_abs = max(self.max_abs, float(np.max(np.abs(err))))
+        axis = class_axis(ref.shape)
+        applies = axis is not None
+        self.top1_applies = applies if self.top1_applies is None else (self.top1_applies and applies)
+        if applies:
+            ra, ta = np.argmax(ref, axis=axis).ravel(), np.argmax(test, axis=axis).ravel()
+            self.top1_same += int(np.count_nonzero(ra == ta))
+            self.top1_rows += int(ra.size)
+
+    def result(self) -> OutputFidelity:
+        if not self.comparable or not self.cosines:
+            return OutputFidelity(self.name, self.shape, None, None, None, None, None, 0)
+        if self.noise == 0.0:
+            sqnr = math.inf
+        elif self.signal == 0.0:
+            sqnr = -math.inf
+        else:
+            sqnr = 10.0 * math.log10(self.signal / self.noise)
+        top1 = self.top1_same / self.top1_rows if self.top1_applies and self.top1_rows else None
+        return OutputFidelity(
+            self.name,
+            self.shape,
+            statistics.fmean(self.cosines),
+            min(self.cosines),
+            sqnr,
+            self.max_abs,
+            top1,
+            self.top1_rows if top1 is not None else 0,
+        )
+
+
+@dataclass(frozen=True)
+class OutputFidelity:
+    """One output compared over all samples.
+
+    ``cosine`` is the mean over samples of the per-sample cosine similarity, ``cosine_min`` the
+    worst sample; ``sqnr_db`` is pooled: 10 log10(sum of squared reference values / sum of
+    squared errors) over all samples; ``max_abs_error`` the largest absolute difference seen;
+    ``top1`` the fraction of rows whose argmax agrees (None unless the output looks like class
+    scores, see ``class_axis``). All None when the output is not a float tensor of equal shape.
+    """
+
+    name: str
+    shape: list[int] | None  # of the first sample
+    cosine: float | None
+    cosine_min: float | None
+    sqnr_db: float | None
+    max_abs_error: float | None
+    top1: float | None
+    top1_rows: int = 0
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "shape": self.shape,
+            "cosine": self.cosine,
+            "cosine_min": self.cosine_min,
+            "sqnr_db": self.sqnr_db,
+            "max_abs_error": self.max_abs_error,
+            "top1": self.top1,
+            "top1_rows": self.top1_rows,
+        }
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """Outputs of the candidate against the reference on the same inputs.
+
+    Headline figures are the worst over outputs: lowest cosine (mean over samples), lowest
+    ``cosine_min``, lowest SQNR, largest max abs error, lowest top-1 agreement (over the outputs
+    where it applies; None if none does).
+    """
+
+    data: dict  # EvalData.to_json()
+    outputs: list[OutputFidelity]
+
+    def _worst(self, key: str, pick=min) -> float | None:
+        values = [getattr(o, key) for o in self.outputs if getattr(o, key) is not None]
+        return pick(values) if values else None
+
+    @property
+    def cosine(self) -> float | None:
+        return self._worst("cosine")
+
+    @property
+    def cosine_min(self) -> float | None:
+        return self._worst("cosine_min")
+
+    @property
+    def sqnr_db(self) -> float | None:
+        return self._worst("sqnr_db")
+
+    @property
+    def max_abs_error(self) -> float | None:
+        return self._worst("max_abs_error", max)
+
+    @property
+    def top1(self) -> float | None:
+        return self._worst("top1")
+
+    def to_json(self) -> dict:
+        return {
+            "cosine": self.cosine,
+            "cosine_min": self.cosine_min,
+            "sqnr_db": self.sqnr_db,
+            "max_abs_error": self.max_abs_error,
+            "top1": self.top1,
+            "outputs": [o.to_json() for o in self.outputs],
+        }
+
+
+def compare_outputs(
+    reference: Path,
+    candidate: Path,
+    data: EvalData,
+    *,
+    threads: int = 1,
+    labels: tuple[str, str] = ("reference", "candidate"),
+    progress: Progress | None = None,
+) -> Fidelity:
+    """Run both models on every sample of ``data`` and compare their outputs by name."""
+    progress = progress or _quiet
+    ref = open_session(reference, threads, labels[0])
+    cand = open_session(candidate, threads, labels[1])
+    ref_names = [o.name for o in ref.get_outputs()]
+    cand_names = [o.name for o in cand.get_outputs()]
+    if set(ref_names) != set(cand_names):
+        if len(ref_names) != len(cand_names):
+            raise UnsupportedModelError(
+                f"the models have different outputs ({', '.join(ref_names)} vs {', '.join(cand_names)})"
+            )
+        pairs = list(zip(ref_names, cand_names))  # same count, different names: by position
+    else:
+        pairs = [(n, n) for n in ref_names]
+    accumulators = [_OutputAccumulator(r if r == c else f"{r} / {c}") for r, c in pairs]
+    total = data.samples
+    for i, feed in enumerate(data.feeds()):
+        r_out = dict(zip(ref_names, _run(ref, feed, labels[0])))
+        c_out = dict(zip(cand_names, _run(cand, feed, labels[1])))
+        for acc, (r, c) in zip(accumulators, pairs):
+            acc.add(np.asarray(r_out[r]), np.asarray(c_out[c]))
+        progress("fidelity", i + 1, total)
+    return Fidelity(data.to_json(), [a.result() for a in accumulators])
+
+
+# ---------------------------------------------------------------------------------- per layer
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """The error of one tensor of the reference, found in the candidate."""
+
+    tensor: str
+    node: str  # the reference node producing it ("" for a graph input)
+    op_type: str  # of that node; "input" for a graph input
+    cosine: float
+    sqnr_db: float
+    max_abs_error: float
+    int8: bool = False  # read as the candidate's int8 QuantizeLinear output
+
+    def to_json(self) -> dict:
+        return {
+            "tensor": self.tensor,
+            "node": self.node,
+            "op_type": self.op_type,
+            "int8": self.int8,
+            "cosine": self.cosine,
+            "sqnr_db": self.sqnr_db,
+            "max_abs_error": self.max_abs_error,
+        }
+
+
+@dataclass(frozen=True)
+class Layers:
+    samples: int
+    tensors: list[LayerError]
+    note: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "samples": self.samples,
+            "method": LAYER_METHOD,
+            "note": self.note,
+            "tensors": [t.to_json() for t in self.tensors],
+        }
+
+
+LAYER_METHOD = (
+    "every tensor of the reference (its inputs and node outputs) is looked up in the candidate: where the "
+    "candidate quantizes it (a per-tensor QuantizeLinear reads it, or its '/float' rename), that "
+    "QuantizeLinear's int8 output is read and dequantized with its scale and zero point (reading it does not "
+    "stop onnxruntime's int8 fusions: these are the values the int8 kernels produce); otherwise the float "
+    "tensor of the same name is read. Each figure is the error accumulated up to that tensor"
+)
+
+
+@dataclass(frozen=True)
+class _Probe:
+    tensor: str  # in the reference
+    read: str  # what to read in the candidate
+    scale: float | None = None  # dequantize what is read (an int8 QuantizeLinear output)
+    zero_point: float = 0.0
+
+
+def _scalar(inits: dict[str, onnx.TensorProto], name: str) -> float | None:
+    tensor = inits.get(name)
+    if tensor is None:
+        return None
+    value = onnx.numpy_helper.to_array(tensor)
+    return float(value.reshape(-1)[0]) if value.size == 1 else None
+
+
+def _probes(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[tuple[_Probe, str, str]]:
+    """(probe, node, op_type) for each reference tensor the candidate has, in reference graph order."""
+    inits = {t.name: t for t in candidate.graph.initializer}
+    produced = {o for n in candidate.graph.node for o in n.output if o}
+    quantized: dict[str, _Probe] = {}
+    for node in candidate.graph.node:
+        if node.op_type != "QuantizeLinear" or len(node.input) < 2:
+            continue
+        scale = _scalar(inits, node.input[1])
+        zero_point = _scalar(inits, node.input[2]) if len(node.input) > 2 and node.input[2] else 0.0
+        if scale is None or zero_point is None:
+            continue
+        source = node.input[0].removesuffix("/float")
+        quantized.setdefault(source, _Probe(source, node.output[0], scale, zero_point))
+    found: list[tuple[_Probe, str, str]] = []
+    for vi in reference.graph.input:
+        if vi.name in quantized:
+            found.append((quantized[vi.name], "", "input"))
+    for node in reference.graph.node:
+        if node.op_type in ("Constant", "QuantizeLinear", "DequantizeLinear"):
+            continue
+        for out in node.output:
+            if out in quantized:
+                found.append((quantized[out], node.name, node.op_type))
+            elif out and out in produced:
+                found.append((_Probe(out, out), node.name, node.op_type))
+    return found
+
+
+def _with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> bytes:
+    existing = {o.name for o in model.graph.output} | {i.name for i in model.graph.input}
+    for name in dict.fromkeys(names):
+        if name not in existing:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
+    return model.SerializeToString()
+
+
+def layer_errors(
+    reference: Path,
+    candidate: Path,
+    data: EvalData,
+    *,
+    samples: int = LAYER_SAMPLES,
+    threads: int = 1,
+    progress: Progress | None = None,
+) -> Layers:
+    """Per-tensor cosine/SQNR/max abs error of the candidate against the reference, in graph order."""
+    progress = progress or _quiet
+    for path in (reference, candidate):
+        if Path(path).stat().st_size > LAYER_MAX_MODEL_BYTES:
+            return Layers(0, [], note=f"skipped: {path} is too large to keep every activation")
+    ref_model = onnx.load(str(reference))
+    cand_model = onnx.load(str(candidate))
+    probes = _probes(ref_model, cand_model)
+    if not probes:
+        return Layers(0, [], note="no tensor of the reference has a namesake in the candidate")
+    ref_bytes = _with_outputs(ref_model, [p.tensor for p, _, _ in probes])
+    cand_bytes = _with_outputs(cand_model, [p.read for p, _, _ in probes])
+    del ref_model, cand_model
+    ref = open_session(ref_bytes, threads, str(reference))
+    cand = open_session(cand_bytes, threads, str(candidate))
+    ref_names = [o.name for o in ref.get_outputs()]
+    cand_names = [o.name for o in cand.get_outputs()]
+    acc = [_OutputAccumulator(p.tensor) for p, _, _ in probes]
+    n = 0
+    for feed in data.feeds(samples):
+        r_out = {**feed, **dict(zip(ref_names, _run(ref, feed, str(reference))))}
+        c_out = {**feed, **dict(zip(cand_names, _run(cand, feed, str(candidate))))}
+        for a, (probe, _, _) in zip(acc, probes):
+            value = np.asarray(c_out[probe.read])
+            if probe.scale is not None:
+                value = (value.astype(np.float64) - probe.zero_point) * probe.scale
+            a.add(np.asarray(r_out[probe.tensor]), value)
+        n += 1
+        progress("layers", n, min(samples, data.samples))
+    tensors = []
+    for a, (probe, node, op_type) in zip(acc, probes):
+        result = a.result()
+        if result.cosine is None or result.shape is None or 0 in result.shape:
+            continue
+        tensors.append(LayerError(probe.tensor, node, op_type, result.cosine, result.sqnr_db, result.max_abs_error,
+                                  probe.scale is not None))  # fmt: skip
+    return Layers(n, tensors)

@@ -1,0 +1,285 @@
+"""Reports as text: the terminal table and the Markdown for a pull-request comment.
+
+Pure formatting: a ``Report`` in, a string out.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ptq.report.build import Report
+
+KIB = 1024
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} MB"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f} kB"
+    return f"{n} B"
+
+
+def fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} ms"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def fmt_cosine(value: float | None) -> str:
+    return "-" if value is None else f"{value:.5f}"
+
+
+def fmt_db(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if math.isinf(value):
+        return "inf dB (identical)" if value > 0 else "-inf dB"
+    return f"{value:.1f} dB"
+
+
+def fmt_err(value: float | None) -> str:
+    """4 significant digits, more when those would round a fraction to a whole number (0.999998, not 1)."""
+    if value is None:
+        return "-"
+    text = f"{value:.4g}"
+    if float(text) != value and float(text).is_integer():
+        text = f"{value:.6g}"
+    return text
+
+
+def fmt_top1(value: float | None, rows: int | None = None) -> str:
+    if value is None:
+        return "n/a"
+    text = f"{100 * value:.1f}%"
+    return f"{text} of {rows}" if rows else text
+
+
+def fidelity_line(report: Report) -> str:
+    fid = report.fidelity
+    if fid is None:
+        return "not measured"
+    rows = sum(o.top1_rows for o in fid.outputs if o.top1 is not None)
+    return (
+        f"cosine {fmt_cosine(fid.cosine)} (worst sample {fmt_cosine(fid.cosine_min)}), SQNR {fmt_db(fid.sqnr_db)},"
+        f" max abs error {fmt_err(fid.max_abs_error)}, top-1 {fmt_top1(fid.top1, rows)}"
+    )
+
+
+def nodes_line(report: Report) -> str | None:
+    k = report.kernels
+    if isinstance(k, dict):
+        ran = k.get("int8", 0) + k.get("hybrid", 0) + k.get("float", 0)
+        folded = f" ({k['folded']} folded away before quantization)" if k.get("folded") else ""
+        return (
+            f"{k.get('int8', 0)} int8, {k.get('hybrid', 0)} hybrid, {k.get('float', 0)} float of {ran} that run{folded}"
+        )
+    executed = [m.executed for m in report.models]
+    if any(e is not None for e in executed):
+        parts = []
+        for label, counts in zip(report.labels, executed):
+            if counts is None:
+                parts.append(f"{label}: unknown")
+            else:
+                parts.append(f"{label}: {counts['int8']} int8, {counts['hybrid']} hybrid, {counts['float']} float")
+        return ";  ".join(parts) + "  (compute nodes onnxruntime runs)"
+    return None
+
+
+def _speedup_text(report: Report) -> str:
+    s = report.speedup
+    if s is None:
+        return ""
+    return f"{s:.2f}x speedup" if s >= 1 else f"{s:.2f}x ({1 / s:.2f}x slower)"
+
+
+def text_table(report: Report) -> str:
+    """The table printed at the end of ``convert`` and by ``compare``."""
+    a, b = report.labels[0], report.labels[1]
+    lines = []
+    if report.kind == "compare":
+        lines.append(f"  A  {report.models[0].path}")
+        lines.append(f"  B  {report.models[1].path}")
+    if report.data is not None and (report.fidelity or report.latency):
+        lines.append(f"  measured on {report.data.describe()}")
+    w = 16
+
+    def row(name: str, x: str, y: str, z: str = "") -> str:
+        return f"  {name:<{w}}{x:>12}  {y:>12}   {z}".rstrip()
+
+    lines.append(row("", a, b))
+    lines.append(row("size", fmt_bytes(report.sizes[0]), fmt_bytes(report.sizes[1]), fmt_ratio(report.size_ratio)))
+    lat = report.latency
+    if lat is not None:
+        ma, mb = lat.models[0], lat.models[1]
+        lines.append(row("latency median", fmt_ms(ma.median_ms), fmt_ms(mb.median_ms), _speedup_text(report)))
+        lines.append(row("latency p90", fmt_ms(ma.p90_ms), fmt_ms(mb.p90_ms)))
+        lines.append(f"  {'':<{w}}{lat.describe()}")
+    else:
+        lines.append(f"  {'latency':<{w}}not measured (--no-bench)")
+    lines.append(f"  {'fidelity':<{w}}{fidelity_line(report)}")
+    if report.fidelity and len(report.fidelity.outputs) > 1:
+        for o in report.fidelity.outputs:
+            lines.append(
+                f"  {'':<{w}}  {o.name}: cosine {fmt_cosine(o.cosine)}, SQNR {fmt_db(o.sqnr_db)},"
+                f" max abs error {fmt_err(o.max_abs_error)}, top-1 {fmt_top1(o.top1, o.top1_rows)}"
+            )
+    nodes = nodes_line(report)
+    if nodes:
+        lines.append(f"  {'nodes':<{w}}{nodes}")
+    for note in report.notes:
+        lines.append(f"  {'note':<{w}}{note}")
+    for i, g in enumerate(report.gates):
+        lines.append(f"  {'gates' if i == 0 else '':<{w}}{'pass' if g.passed else 'FAIL'}  {g.message}")
+    return "\n".join(lines)
+
+
+def bench_table(report: Report) -> str:
+    """The table of ``ptq bench``."""
+    lat = report.latency
+    lines = [f"  {lat.describe()}", f"  inputs: {report.data.describe()}" if report.data else ""]
+    width = max(len(m.label) for m in lat.models)
+    lines.append(f"  {'model':<{width}}  {'median':>10}  {'p90':>10}  {'min':>10}  {'vs first':>8}")
+    base = lat.models[0].median_ms
+    for m in lat.models:
+        lines.append(
+            f"  {m.label:<{width}}  {fmt_ms(m.median_ms):>10}  {fmt_ms(m.p90_ms):>10}  {fmt_ms(m.min_ms):>10}"
+            f"  {base / m.median_ms:>7.2f}x"
+        )
+    for note in report.notes:
+        lines.append(f"  note: {note}")
+    return "\n".join(line for line in lines if line)
+
+
+# ----------------------------------------------------------------------------------- markdown
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown(report: Report) -> str:
+    """A compact Markdown report, ready to post as a pull-request comment."""
+    env = report.environment
+    cpu = env.get("cpu", {})
+    flags = ", ".join(f for f, on in cpu.get("flags", {}).items() if on) or "none of avx2/avx512_vnni/avx_vnni"
+    lat = report.latency
+    if report.kind == "bench":
+        out = ["### ptq bench", "", "| model | median | p90 | min | speedup vs first |", "|---|---:|---:|---:|---:|"]
+        base = lat.models[0].median_ms
+        for m in lat.models:
+            out.append(f"| `{_md_escape(m.label)}` | {fmt_ms(m.median_ms)} | {fmt_ms(m.p90_ms)} | {fmt_ms(m.min_ms)}"
+                       f" | {base / m.median_ms:.2f}x |")  # fmt: skip
+        out += ["", f"{lat.describe()}.", "", _md_env(env, cpu, flags)]
+        return "\n".join(out) + "\n"
+
+    status = (
+        "all gates passed"
+        if report.gates and report.gates_passed
+        else (f"{len(report.failed_gates)} gate(s) failed" if report.gates else "no gates set")
+    )
+    icon = "✅" if report.gates_passed else "❌"
+    a, b = report.labels[0], report.labels[1]
+    names = f"`{_md_escape(_name(report.models[0].path))}` → `{_md_escape(_name(report.models[1].path))}`"
+    mode = f" ({report.conversion['mode']} int8)" if report.conversion else ""
+    out = [f"### {icon} ptq {report.kind}: {names}{mode} — {status}", ""]
+    out += [f"| | {a} | {b} | |", "|---|---:|---:|---|"]
+    out.append(
+        f"| size | {fmt_bytes(report.sizes[0])} | {fmt_bytes(report.sizes[1])} | **{fmt_ratio(report.size_ratio)}** |"
+    )
+    if lat is not None:
+        out.append(f"| latency median | {fmt_ms(lat.models[0].median_ms)} | {fmt_ms(lat.models[1].median_ms)} |"
+                   f" **{_speedup_text(report)}** |")  # fmt: skip
+        out.append(f"| latency p90 | {fmt_ms(lat.models[0].p90_ms)} | {fmt_ms(lat.models[1].p90_ms)} | |")
+    else:
+        out.append("| latency | | not measured (`--no-bench`) | |")
+    fid = report.fidelity
+    if fid is not None:
+        rows = sum(o.top1_rows for o in fid.outputs if o.top1 is not None)
+        out.append(f"| cosine (worst sample) | | {fmt_cosine(fid.cosine)} ({fmt_cosine(fid.cosine_min)}) | |")
+        out.append(f"| SQNR | | {fmt_db(fid.sqnr_db)} | |")
+        out.append(f"| max abs error | | {fmt_err(fid.max_abs_error)} | |")
+        out.append(f"| top-1 agreement | | {fmt_top1(fid.top1, rows)} | |")
+    nodes = nodes_line(report)
+    if nodes:
+        out.append(f"| nodes | | {_md_escape(nodes)} | |")
+    out.append("")
+    if report.gates:
+        out += ["| gate | threshold | value | |", "|---|---:|---:|---|"]
+        for g in report.gates:
+            value = "not measured" if g.value is None else _gate_value(g)
+            out.append(f"| `{g.option}` | {g.threshold:g} | {value} | {'✅ pass' if g.passed else '❌ **FAIL**'} |")
+        out.append("")
+    details = []
+    if report.data is not None:
+        details.append(f"Fidelity on {_md_escape(report.data.describe())}.")
+    if lat is not None:
+        details.append(f"Latency: {_md_escape(lat.describe())}.")
+    details += [_md_escape(n[:1].upper() + n[1:]) + "." for n in report.notes]
+    out += [" ".join(details), "", _md_env(env, cpu, flags)]
+    return "\n".join(out) + "\n"
+
+
+def _gate_value(g) -> str:
+    v = g.value
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    if g.key in ("min_cosine",):
+        return f"{v:.5f}"
+    if g.key == "min_top1":
+        return f"{v:.4f}"
+    if g.key == "min_sqnr":
+        return f"{v:.2f} dB"
+    return f"{v:.3f}x"
+
+
+def _name(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _md_env(env: dict, cpu: dict, flags: str) -> str:
+    return (
+        f"<sub>ptq {env.get('ptq')} · onnxruntime {env.get('onnxruntime')} · onnx {env.get('onnx')} ·"
+        f" {_md_escape(str(cpu.get('model')))} ({cpu.get('logical_cores')} logical cores; {flags})</sub>"
+    )
+
+
+# ------------------------------------------------------------------------------------ inspect
+
+
+def inspect_text(info) -> str:
+    """``ptq inspect``'s output for a ``ModelInfo``."""
+    opsets = ", ".join(f"{d} {v}" for d, v in sorted(info.opsets.items()))
+    lines = [f"ptq inspect: {info.path}"]
+    lines.append(
+        f"  format     ONNX IR {info.ir_version}, opset {opsets}"
+        + (f"; produced by {info.producer}" if info.producer else "")
+    )
+    lines.append(
+        f"  size       {fmt_bytes(info.size_bytes)} on disk; {info.parameters:,} parameters,"
+        f" {fmt_bytes(info.weight_bytes)} of weights"
+    )
+    if info.quantized:
+        ops = ", ".join(f"{n} {op}" for op, n in info.quantization_ops.items())
+        lines.append(f"  quantized  yes: {ops}")
+    else:
+        lines.append("  quantized  no")
+    lines.append("  inputs     " + ("\n             ".join(v.describe() for v in info.inputs) or "(none)"))
+    lines.append("  outputs    " + ("\n             ".join(v.describe() for v in info.outputs) or "(none)"))
+    if info.executed is not None:
+        e = info.executed
+        lines.append(f"  runs       {e['int8']} int8, {e['hybrid']} hybrid, {e['float']} float: {info.executed_note}")
+    elif info.executed_note:
+        lines.append(f"  runs       {info.executed_note}")
+    lines.append(f"  ops        {info.nodes} nodes of {sum(1 for s in info.op_types if s.count)} types")
+    width = max((len(s.op_type) for s in info.op_types), default=8)
+    lines.append(f"    {'count':>5}  {'op type':<{width}}  {'params':>10}  {'bytes':>10}  int8 in onnxruntime")
+    for s in info.op_types:
+        params = f"{s.parameters:,}" if s.parameters else ""
+        nbytes = fmt_bytes(s.bytes) if s.bytes else ""
+        lines.append(f"    {s.count:>5}  {s.op_type:<{width}}  {params:>10}  {nbytes:>10}  {s.int8_support}")
+    return "\n".join(lines)
