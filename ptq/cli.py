@@ -166,6 +166,8 @@ def main() -> None:
 @click.option("--hybrid", multiple=True, metavar="NAME_OR_OP_TYPE", help="Run these MatMul/Gemm nodes with hybrid kernels (activations quantized at run time) in static mode. Repeatable.")
 @click.option("--calibration-samples", type=int, metavar="N", help="Use only the first N calibration samples.")
 @click.option("--calibration-method", type=click.Choice([m.value for m in CalibrationMethod]), default="percentile", show_default=True, help="How activation ranges are chosen from the calibration data.")
+@click.option("--save-ranges", type=click.Path(path_type=Path), metavar="FILE", help="Write the calibrated ranges to FILE (JSON).")
+@click.option("--load-ranges", type=click.Path(path_type=Path), metavar="FILE", help="Take ranges from FILE (from --save-ranges) instead of calibrating: static mode without -c.")
 @click.option("--percentile", type=float, default=99.99, show_default=True, help="Tail kept by --calibration-method percentile.")
 @click.option("--no-ort", is_flag=True, help="Do not write the .ort flatbuffer.")
 @click.option("--eval-data", type=click.Path(path_type=Path), metavar="DIR", help="Folder of .npz/.npy samples (calibration format) to measure fidelity and latency on [default: the calibration samples, labelled so; in dynamic mode without data: inputs synthesized from the model's input shapes].")
@@ -177,7 +179,7 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="List every float fallback node.")
 @click.option("--debug", is_flag=True, help="Show a traceback on internal errors.")
 def convert_cmd(model, output, int8, calibration_data, weights, activations, per_channel, reduce_range, exclude,
-                hybrid, calibration_samples, calibration_method, percentile, no_ort, eval_data, eval_samples, no_bench,
+                hybrid, calibration_samples, calibration_method, save_ranges, load_ranges, percentile, no_ort, eval_data, eval_samples, no_bench,
                 threads, runs, warmup, reports, max_size_ratio, min_speedup, min_cosine, min_sqnr, min_top1,
                 quiet, verbose, debug) -> None:  # fmt: skip
     """Quantize MODEL (a float32 .onnx) to int8; writes OUT, OUT's .ort and .ops.json, then measures
@@ -208,6 +210,8 @@ def convert_cmd(model, output, int8, calibration_data, weights, activations, per
             calibration_samples=calibration_samples,
             calibration_method=calibration_method,
             percentile=percentile,
+            save_ranges=save_ranges,
+            load_ranges=load_ranges,
             write_ort=not no_ort,
         )
         result = convert(model, config, progress=_Progress(quiet))
