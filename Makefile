@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PTQ_CACHE ?= $(HOME)/.cache/ptq
 MODELS := $(PTQ_CACHE)/models
 
-.PHONY: demo test test-models test-html fetch-small bench bench-quick lint clean
+.PHONY: demo test test-models test-html fuzz fetch-small bench bench-quick lint clean
 
 # A fresh venv with ptq (editable) and the test extras; redone when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -35,6 +35,10 @@ BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(BENCH_STAMP)
+
+# Long fuzz campaigns (hypothesis) over the loader, the converter and the calibration reader (~4 min).
+fuzz: $(STAMP)
+	$(BIN)/python -m pytest -q -m fuzz tests/robustness/test_fuzz.py
 
 # The HTML report rendered by headless chromium (Debian: apt-get install -y chromium); skipped without it.
 test-html: fetch-small

@@ -18,7 +18,8 @@ from ptq.errors import OutputError
 from ptq.quantize.dynamic import quantize_dynamic
 from ptq.quantize.plan import make_plan
 from ptq.quantize.static import quantize_static
-from ptq.write.onnx_file import serialize, write_onnx
+from ptq.write.atomic import transaction
+from ptq.write.onnx_file import data_path, serialize, write_onnx
 from ptq.write.oplist import OpList, build_oplist, optimized_graph, write_oplist
 from ptq.write.ort_file import write_ort
 
@@ -108,27 +109,34 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         quantized, decisions = result.model, result.decisions
         mode = "dynamic"
 
-    model_bytes = serialize(quantized, __version__)
+    model_bytes = serialize(quantized, __version__, data_location=data_path(outputs.onnx).name)
     report("analyze", 0, 0)
     oplist = build_oplist(
         loaded.source_nodes, loaded.model, decisions, optimized_graph(model_bytes)
     )
     report("write", 0, 0)
-    write_onnx(model_bytes, outputs.onnx)
+    notes = list(loaded.notes)
+    write_ort_file = config.write_ort
+    if write_ort_file and model_bytes.external is not None:
+        write_ort_file = False
+        notes.append(f".ort not written: the ORT format holds at most 2 GB; the .onnx keeps its weights in {data_path(outputs.onnx).name}")
     ort_size = None
-    if config.write_ort:
-        write_ort(model_bytes, outputs.ort)
+    with transaction():  # all outputs or none: renamed into place together at the end
+        write_onnx(model_bytes, outputs.onnx)
+        if write_ort_file:
+            write_ort(model_bytes, outputs.ort)
+        write_oplist(oplist, outputs.ops)
+    if write_ort_file:
         ort_size = outputs.ort.stat().st_size
-    write_oplist(oplist, outputs.ops)
     return ConvertResult(
         source=source,
         outputs=outputs,
         mode=mode,
         float_size_bytes=loaded.size_bytes,
-        int8_size_bytes=len(model_bytes),
+        int8_size_bytes=model_bytes.total_size,
         ort_size_bytes=ort_size,
         oplist=oplist,
-        notes=list(loaded.notes),
+        notes=notes,
         calibration_samples=samples,
         calibration_method=config.calibration_method.value if config.static else "",
         seconds=time.perf_counter() - started,

@@ -3,8 +3,11 @@ element types, initializer lookups, and turning onnxruntime's exceptions into on
 
 from __future__ import annotations
 
+import re
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -24,6 +27,15 @@ def iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                     stack.append(attr.g)
                 elif attr.type == onnx.AttributeProto.GRAPHS:
                     stack.extend(attr.graphs)
+
+
+def byte_size(message) -> int:
+    """Serialized size of a protobuf message; at least 2**31 for one too large to serialize
+    (protobuf's ``ByteSize`` raises instead of counting past 2 GB)."""
+    try:
+        return message.ByteSize()
+    except Exception:  # EncodeError: "Failed to serialize proto"
+        return 2**31
 
 
 def has_subgraph(node: onnx.NodeProto) -> bool:
@@ -93,11 +105,87 @@ def attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
+_ORT_PREFIX = re.compile(r"\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
+_CXX_LOCATION = re.compile(r"(?:^|\s)\S+\.(?:cc|cpp|c|h|hpp):\d+\s+")
+
+
 def ort_error_line(exc: BaseException) -> str:
-    """The informative line of an onnxruntime exception (they carry C++ file/line prefixes)."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    # "[ONNXRuntimeError] : 10 : INVALID_GRAPH : Load model from x failed:<reason>"
-    if "failed:" in line:
+    """The informative part of an onnxruntime exception, on one line.
+
+    onnxruntime's messages carry ``[ONNXRuntimeError] : 1 : FAIL :`` prefixes (nested when one
+    status wraps another), ``Load model from x failed:`` and C++ ``file.cc:123 Class::fn(args...)``
+    locations; the user needs only the reason at the end.
+    """
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    parts = [p.strip() for p in _ORT_PREFIX.split(text) if p.strip()]
+    line = parts[-1] if parts else text
+    if "failed:" in line:  # "Load model from x failed:<reason>"
         line = line.split("failed:", 1)[1].strip() or line
-    return line[:400]
+    match = _CXX_LOCATION.search(line)
+    if match:
+        line = _skip_function(line[match.end():]) or line
+    line = line.replace("status.IsOK() was false.", "").strip()
+    return line[:400] or type(exc).__name__
+
+
+def _skip_function(text: str) -> str:
+    """Drop the C++ function signature that follows a source location: ``ns::fn(a, b<c>) const rest``."""
+    i, depth = 0, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                i += 1
+                break
+        elif ch == " " and depth == 0:
+            break
+        i += 1
+    rest = text[i:].lstrip()
+    if rest.startswith("const "):
+        rest = rest[len("const "):]
+    return rest.strip()
+
+
+def inference_session(model, options=None, providers=("CPUExecutionProvider",)):
+    """An onnxruntime session for a model held in memory, whatever its size.
+
+    ``model`` is an ``onnx.ModelProto``, plain ``bytes``, or ``ptq.write.onnx_file.ModelBytes``
+    whose weights travel beside the proto (models over 2 GB). A ModelProto too large for one
+    protobuf is split that way first. The weights reach onnxruntime as an in-memory external
+    data file, or, when one tensor alone is over 2 GB (onnxruntime refuses those from memory),
+    through a temporary copy on disk. When ``options.optimized_model_filepath`` is set for such a
+    model, onnxruntime saves the optimized model's weights to ``<that file>.data`` (ONNX format
+    only: the ORT format holds at most 2 GB). Exceptions are onnxruntime's own.
+    """
+    import onnxruntime as ort
+
+    from ptq.write import onnx_file
+
+    if options is None:
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # failures come back as exceptions; no C++ log lines on stderr
+    if isinstance(model, onnx.ModelProto):
+        model = onnx_file.split_external(model) if byte_size(model) > onnx_file.EXTERNAL_DATA_THRESHOLD else model.SerializeToString()
+    external = getattr(model, "external", None)
+    if external is None:
+        return ort.InferenceSession(model, options, providers=list(providers))
+    if options.optimized_model_filepath:
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", Path(options.optimized_model_filepath).name + ".data"
+        )
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    if getattr(model, "largest_tensor", 0) < 2**31:
+        options.add_external_initializers_from_files_in_memory([model.location], [memoryview(external)], [len(external)])
+        return ort.InferenceSession(bytes(model), options, providers=list(providers))
+    with tempfile.TemporaryDirectory(prefix="ptq-session-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(model)
+        with open(Path(tmp) / model.location, "wb") as f:
+            f.write(external)
+        # onnxruntime maps or copies the weights while it builds the session; the files can go after.
+        return ort.InferenceSession(str(path), options, providers=list(providers))

@@ -8,12 +8,15 @@ fixed dimensions and element types must match.
 
 from __future__ import annotations
 
+import math
+import os
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.lib.format as npformat
 import onnx
 from onnx import helper
 
@@ -69,27 +72,89 @@ def sample_files(folder: Path) -> list[Path]:
 
 def read_sample(path: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
     """One sample as a feed dict, checked against ``specs``."""
+    if path.suffix == ".npy" and len(specs) != 1:
+        names = ", ".join(s.name for s in specs)
+        raise CalibrationDataError(
+            f"{path.name}: a .npy file can only feed a single-input model; this model has inputs {names}:"
+            " use .npz files keyed by input name"
+        )
     try:
         if path.suffix == ".npy":
-            if len(specs) != 1:
-                names = ", ".join(s.name for s in specs)
-                raise CalibrationDataError(
-                    f"{path.name}: a .npy file can only feed a single-input model; this model has inputs {names}:"
-                    " use .npz files keyed by input name"
-                )
-            feed = {specs[0].name: np.load(path, allow_pickle=False)}
+            with open(path, "rb") as f:
+                feed = {specs[0].name: read_npy(f, os.fstat(f.fileno()).st_size, path.name)}
         else:
-            with np.load(path, allow_pickle=False) as npz:
-                feed = {key: npz[key] for key in npz.files}
+            feed = read_npz(path)
     except CalibrationDataError:
         raise
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise CalibrationDataError(f"{path.name}: holds pickled objects; refused (only plain arrays are read)") from None
-        raise CalibrationDataError(f"{path.name}: not a readable numpy file ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise CalibrationDataError(f"{path.name}: not a readable numpy file ({exc})") from None
+    except Exception as exc:  # hostile bytes raise anything from zipfile, zlib, numpy's header parser, tokenize...
+        raise CalibrationDataError(f"{path.name}: not a readable numpy file ({_reason(exc)})") from None
     return check_feed(path.name, feed, specs)
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]
+
+
+# Deflate cannot expand data more than ~1032-fold: a member that claims more is a zip bomb or a lie.
+_MAX_DEFLATE_RATIO = 1100
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` (keys without ``.npy``), each checked as ``read_npy`` does."""
+    feed: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            if not info.filename.endswith(".npy"):
+                raise CalibrationDataError(f"{path.name}: member {info.filename!r} is not a .npy array")
+            key = info.filename[: -len(".npy")]
+            if key in feed:
+                raise CalibrationDataError(f"{path.name}: key {key!r} appears twice")
+            if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + (1 << 20):
+                raise CalibrationDataError(
+                    f"{path.name}: member {info.filename!r} claims {info.file_size} bytes from {info.compress_size} compressed; refused"
+                )
+            with archive.open(info) as member:
+                feed[key] = read_npy(member, info.file_size, f"{path.name}[{key}]")
+    return feed
+
+
+def read_npy(f, available: int, label: str) -> np.ndarray:
+    """One array in .npy format from the open file ``f`` holding ``available`` bytes.
+
+    The header is read and checked first: object (pickled) arrays are refused, and the data the
+    header declares must be present, so a tiny file cannot make us allocate a huge array.
+    """
+    version = npformat.read_magic(f)
+    if version == (1, 0):
+        shape, fortran_order, dtype = npformat.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = npformat.read_array_header_2_0(f)
+    else:
+        raise CalibrationDataError(f"{label}: .npy format version {version[0]}.{version[1]} is not supported (1.0 and 2.0 are)")
+    if dtype.hasobject:
+        raise CalibrationDataError(f"{label}: holds pickled objects; refused (only plain arrays are read)")
+    if any(int(d) < 0 for d in shape):
+        raise CalibrationDataError(f"{label}: negative dimension in shape {list(shape)}")
+    header = f.tell()
+    nbytes = math.prod(int(d) for d in shape) * dtype.itemsize
+    if nbytes > available - header:
+        raise CalibrationDataError(
+            f"{label}: declares a {dtype} array of shape {list(shape)} ({nbytes} bytes) but holds"
+            f" {max(available - header, 0)}; truncated or corrupt"
+        )
+    buffer = bytearray(nbytes)
+    view = memoryview(buffer)
+    done = 0
+    while done < nbytes:
+        n = f.readinto(view[done:])
+        if not n:
+            raise CalibrationDataError(f"{label}: file ended after {done} of {nbytes} data bytes; truncated")
+        done += n
+    array = np.frombuffer(buffer, dtype=dtype)
+    return array.reshape(shape[::-1]).transpose() if fortran_order else array.reshape(shape)
 
 
 def check_feed(label: str, feed: dict[str, np.ndarray], specs: list[InputSpec]) -> dict[str, np.ndarray]:

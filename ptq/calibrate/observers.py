@@ -95,6 +95,8 @@ class HistogramObserver:
             self.lo, self.hi = xmin, _resolvable_hi(xmin, xmax, self.bins)
         elif xmin < self.lo or xmax > self.hi:
             self._widen(min(xmin, self.lo), max(xmax, self.hi))
+        if finite.dtype != np.float64 and max(abs(xmin), abs(xmax)) > 1e30:
+            finite = finite.astype(np.float64)  # float32 bin edges overflow near float32's limit
         hist, _ = np.histogram(finite, bins=self.bins, range=(self.lo, self.hi))
         self.counts += hist
 

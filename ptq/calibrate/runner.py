@@ -18,7 +18,7 @@ from ptq.calibrate import ranges as range_estimators
 from ptq.calibrate.observers import HistogramObserver, MinMaxObserver
 from ptq.config import CalibrationMethod
 from ptq.errors import CalibrationDataError, UnsupportedModelError
-from ptq.graph import ort_error_line
+from ptq.graph import inference_session, ort_error_line
 
 Progress = Callable[[int, int], None]
 
@@ -40,12 +40,12 @@ def session(model: onnx.ModelProto, threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors come back as exceptions, not C++ log lines on stderr
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return inference_session(model, options)
     except Exception as exc:
         raise UnsupportedModelError(f"onnxruntime cannot run the model: {ort_error_line(exc)}") from None
 

@@ -23,7 +23,7 @@ import onnx
 from onnx import TensorProto
 
 from ptq.config import Config, Scheme
-from ptq.graph import attr, consumers, elem_types, has_subgraph, initializers, producers
+from ptq.graph import attr, consumers, elem_types, has_subgraph, initializers, producers, to_array
 from ptq.quantize import kernels
 
 # Roles of quantized nodes.
@@ -199,6 +199,10 @@ def _first_look(node, config, inits, is_float_activation, weights, graph_outputs
         return Decision(False, reason="works on integer/bool or constant tensors (shape computation)")
     if not node.output or not is_float_activation(node.output[0]):
         return Decision(False, reason="its output is not a float tensor")
+    if op not in kernels.WEIGHTED:
+        infinite = [t for t in data if t in inits and not np.all(np.isfinite(to_array(inits[t])))]
+        if infinite:  # an additive -inf mask, say: int8 cannot hold it, and the model means it
+            return Decision(False, reason=f"constant input {infinite[0]!r} holds NaN/Inf, which int8 cannot represent")
     if op in kernels.WEIGHTED:
         return _weighted_decision(node, config, inits, is_float_activation, weights)
     if any(o in graph_outputs for o in node.output) and op not in kernels.WEIGHTED:

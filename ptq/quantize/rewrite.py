@@ -64,9 +64,9 @@ def finish(model: onnx.ModelProto, nodes: list[onnx.NodeProto], builder: GraphBu
     for sub in iter_graphs(graph):
         for node in sub.node:
             used |= set(node.input)
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    for index in reversed(range(len(graph.initializer))):  # in place: re-adding would copy every weight
+        if graph.initializer[index].name not in used:
+            del graph.initializer[index]
     del graph.value_info[:]
     _prune_opsets(model)
     return model

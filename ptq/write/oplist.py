@@ -17,8 +17,8 @@ from pathlib import Path
 
 import onnx
 
-from ptq.errors import PtqError
-from ptq.graph import ort_error_line
+from ptq.errors import OutputError, PtqError
+from ptq.graph import inference_session, ort_error_line
 from ptq.loader import SourceNode
 from ptq.quantize.plan import Decision
 from ptq.write.atomic import write_bytes
@@ -87,10 +87,13 @@ def optimized_graph(model_bytes: bytes) -> onnx.ModelProto:
         target = Path(tmp) / "optimized.onnx"
         options = optimized_session_options("ORT_ENABLE_EXTENDED", target, ort_format=False)
         try:
-            ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+            inference_session(model_bytes, options)
         except Exception as exc:
-            raise PtqError(f"internal error: onnxruntime cannot load the quantized model: {ort_error_line(exc)}") from None
-        return onnx.load(str(target))
+            reason = ort_error_line(exc)
+            if target.exists():  # loaded, but saving the optimized graph failed: disk full?
+                raise OutputError(f"cannot write a temporary file in {tmp}: {reason}") from None
+            raise PtqError(f"internal error: onnxruntime cannot load the quantized model: {reason}") from None
+        return onnx.load(str(target), load_external_data=False)  # the graph is enough
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ptq.errors import PtqError
+from ptq.errors import OutputError, PtqError
 from ptq.graph import ort_error_line
 from ptq.write.atomic import commit, temp_path
 
@@ -33,10 +33,18 @@ def write_ort(model_bytes: bytes, path: Path) -> None:
     """Save ``model_bytes`` (an ONNX model) as an ORT-format file at ``path`` atomically."""
     import onnxruntime as ort
 
+    if getattr(model_bytes, "external", None) is not None:
+        raise OutputError(
+            f"cannot write {path}: the ORT format holds at most 2 GB (one flatbuffer) and this model's"
+            " weights are larger; rerun with --no-ort and run the .onnx with its .data file"
+        )
     with temp_path(path, suffix=".ort") as tmp:
         options = optimized_session_options("ORT_ENABLE_EXTENDED", tmp, ort_format=True)
         try:
             ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise PtqError(f"internal error: onnxruntime cannot load the quantized model: {ort_error_line(exc)}") from None
+            reason = ort_error_line(exc)
+            if tmp.stat().st_size or "failed to save" in reason.lower():  # loaded; saving failed: disk full?
+                raise OutputError(f"cannot write {path}: {reason}") from None
+            raise PtqError(f"internal error: onnxruntime cannot load the quantized model: {reason}") from None
         commit(tmp, path)
