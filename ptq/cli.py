@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import traceback
 from collections import Counter
@@ -151,6 +152,13 @@ def _finish(report, reports, quiet: bool) -> None:
 @click.version_option(__version__, prog_name="ptq")
 def main() -> None:
     """ptq: post-training int8 quantization of float32 ONNX models for onnxruntime."""
+    # A CI runner that cancels a job sends SIGTERM: treat it like Ctrl-C, so the temp files of
+    # an unfinished conversion are removed and nothing partial is left.
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 @main.command(epilog=EXIT_CODE_HELP)

@@ -81,7 +81,6 @@ class OpList:
 
 def optimized_graph(model_bytes: bytes) -> onnx.ModelProto:
     """The graph onnxruntime runs for ``model_bytes`` at the extended level."""
-    import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="ptq-oplist-") as tmp:
         target = Path(tmp) / "optimized.onnx"

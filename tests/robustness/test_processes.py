@@ -217,3 +217,26 @@ def test_real_model_gives_identical_bytes_in_separate_processes(tmp_path):
     a, b = outputs
     assert a.read_bytes() == b.read_bytes()
     assert a.with_name("cls.int8.ops.json").read_bytes() == b.with_name("cls.int8.ops.json").read_bytes()
+
+
+def test_sigterm_leaves_nothing_behind(tmp_path):
+    """A cancelled CI job (SIGTERM) cleans up like Ctrl-C: exit 130, no partial output."""
+    from bench import zoo as _zoo
+
+    model = _zoo.fetch_model("ppocr-det")
+    calib = tmp_path / "calib"
+    _zoo.write_calibration_dir("ppocr-det", calib, n=2)
+    first = next(calib.glob("sample_*.npz"))
+    for i in range(400):  # many samples, so the conversion is still calibrating when signalled
+        (calib / f"sample_x{i:04d}.npz").hardlink_to(first)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ptq.cli", "convert", str(model), "-c", str(calib), "-o", str(out / "m.onnx")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    time.sleep(4.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert list(out.iterdir()) == []
