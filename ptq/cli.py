@@ -80,7 +80,7 @@ def _errors_to_exit_codes(debug: bool) -> Iterator[None]:
     except PtqError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED)
+        _fail("interrupted; nothing partial was written", EXIT_INTERRUPTED)
     except Exception as exc:  # a bug: one line, details with --debug
         if debug:
             traceback.print_exc()
@@ -197,7 +197,7 @@ def convert_cmd(model, output, int8, calibration_data, weights, activations, per
 
     logging.basicConfig(level=logging.WARNING if not debug else logging.DEBUG, format="ptq: %(message)s")
     measured = None
-    try:
+    with _errors_to_exit_codes(debug):
         options = reporting.MeasureOptions(
             threads=threads, runs=runs, warmup=warmup, latency=not no_bench, layers=_wants_layers(reports),
             samples=eval_samples, thresholds=_thresholds(max_size_ratio, min_speedup, min_cosine, min_sqnr, min_top1),
@@ -223,14 +223,6 @@ def convert_cmd(model, output, int8, calibration_data, weights, activations, per
             write_ort=not no_ort,
         )
         result = convert(model, config, progress=_Progress(quiet))
-    except PtqError as exc:
-        _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted; no output was written", EXIT_INTERRUPTED)
-    except Exception as exc:  # a bug: one line, details with --debug
-        if debug:
-            traceback.print_exc()
-        _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)", EXIT_INTERNAL)
     with _errors_to_exit_codes(debug):
         if measure:
             try:

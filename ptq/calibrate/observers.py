@@ -12,6 +12,15 @@ import math
 import numpy as np
 
 
+def finite_values(x: np.ndarray) -> np.ndarray | None:
+    """The finite values of a float array, or None when there are none (or it is not float)."""
+    x = np.asarray(x)
+    if x.size == 0 or not np.issubdtype(x.dtype, np.floating):
+        return None
+    finite = x if np.all(np.isfinite(x)) else x[np.isfinite(x)]
+    return finite if finite.size else None
+
+
 class MinMaxObserver:
     """Running minimum and maximum. ``merge`` is exact and associative."""
 
@@ -21,11 +30,8 @@ class MinMaxObserver:
         self.count = 0  # finite values seen
 
     def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x)
-        if x.size == 0 or not np.issubdtype(x.dtype, np.floating):
-            return
-        finite = x if np.all(np.isfinite(x)) else x[np.isfinite(x)]
-        if finite.size == 0:
+        finite = finite_values(x)
+        if finite is None:
             return
         self.lo = min(self.lo, float(finite.min()))
         self.hi = max(self.hi, float(finite.max()))
@@ -82,11 +88,8 @@ class HistogramObserver:
         self.lo, self.hi = new_lo, new_hi
 
     def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x)
-        if x.size == 0 or not np.issubdtype(x.dtype, np.floating):
-            return
-        finite = x if np.all(np.isfinite(x)) else x[np.isfinite(x)]
-        if finite.size == 0:
+        finite = finite_values(x)
+        if finite is None:
             return
         xmin, xmax = float(finite.min()), float(finite.max())
         first = self.minmax.count == 0
