@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ptq.report.measure import session_options  # time exactly as `ptq convert` reports
+
 
 @dataclass(frozen=True)
 class TimingPlan:
@@ -26,24 +28,6 @@ class TimingPlan:
     warmup_runs: int = 3
     rounds: int = 10
     runs_per_round: int = 3
-
-
-def session_options(threads: int) -> ort.SessionOptions:
-    """Options as users run: default optimization level (ORT_ENABLE_ALL), sequential, ``threads`` intra-op.
-
-    One deviation from the defaults: intra-op workers do not spin-wait. With every variant loaded
-    in one process and timed round robin, the spinning workers of the session that just ran would
-    compete for the cores with the session being timed (on 2 cores, runs at 2 threads measured
-    up to 10x slower that way); without spinning each session gets the cores to itself.
-    """
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return options
 
 
 def open_session(path: Path, threads: int) -> ort.InferenceSession:
