@@ -64,9 +64,9 @@ def resolve_outputs(source: Path, config: Config) -> OutputPaths:
 def convert(path: str | Path, config: Config | None = None, progress: Progress | None = None) -> ConvertResult:
     """Quantize the float32 ONNX model at ``path`` to int8 and write the outputs.
 
-    Static (full int8) when ``config.calibration_data`` is set, dynamic (hybrid) otherwise.
-    Writes ``outputs.onnx``, ``outputs.ort`` (unless ``config.write_ort`` is False) and
-    ``outputs.ops`` atomically; the input is never modified.
+    Static (full int8) when ``config.calibration_data`` or ``config.load_ranges`` is set, dynamic
+    (hybrid) otherwise. Writes ``outputs.onnx``, ``outputs.ort`` (unless ``config.write_ort`` is
+    False) and ``outputs.ops`` atomically and together; the input is never modified.
 
     Raises:
         PtqError subclasses with a one-line message and an exit code.
@@ -138,7 +138,9 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         oplist=oplist,
         notes=notes,
         calibration_samples=samples,
-        calibration_method=config.calibration_method.value if config.static else "",
+        calibration_method=(
+            f"ranges from {config.load_ranges.name}" if config.load_ranges else config.calibration_method.value
+        ) if config.static else "",
         seconds=time.perf_counter() - started,
     )
 
