@@ -17,10 +17,9 @@ import click
 from ptq import __version__
 from ptq.api import ConvertResult, convert
 from ptq.config import CalibrationMethod, Config, OutputPaths, Scheme
-from ptq.errors import EXIT_CODES, EXIT_GATE_FAILED, EXIT_INTERNAL, PtqError
+from ptq.errors import EXIT_CODES, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, PtqError
 
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
-EXIT_INTERRUPTED = 130
 
 
 def _fail(message: str, code: int) -> None:

@@ -27,7 +27,7 @@ from tests.robustness.helpers import (
     listing,
 )
 
-EXIT_INTERRUPTED = 130
+from ptq.errors import EXIT_INTERRUPTED  # noqa: E402
 
 
 def conv_chain(n: int = 60) -> onnx.ModelProto:
