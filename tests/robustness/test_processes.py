@@ -27,8 +27,6 @@ from tests.robustness.helpers import (
     listing,
 )
 
-from ptq.errors import EXIT_INTERRUPTED  # noqa: E402
-
 
 def conv_chain(n: int = 60) -> onnx.ModelProto:
     """Many small nodes with long names: the outputs (QDQ graph, .ort, op list) are larger than the
@@ -194,7 +192,7 @@ def test_ctrl_c_exits_130_and_writes_nothing(det_many_samples, when, delay):
     before = listing(out, tmp)
     argv = [sys.executable, "-m", "ptq.cli", "convert", str(model), "-c", str(calib), "-o", str(out / "det.int8.onnx")]
     code, stderr = _interrupt(argv, {**os.environ, "TMPDIR": str(tmp)}, when, delay)
-    check_error(code, stderr, EXIT_INTERRUPTED, "interrupted", before, listing(out, tmp))
+    check_error(code, stderr, errors.EXIT_INTERRUPTED, "interrupted", before, listing(out, tmp))
 
 
 # ------------------------------------------------------------------------------------ determinism
