@@ -96,6 +96,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
                 percentile=config.percentile,
                 limit=config.calibration_samples,
                 progress=lambda done, total: report("calibrate", done, total),
+                image_format=config.image_format,
             )
         if config.save_ranges is not None:
             save_ranges(ranges, config, samples, config.save_ranges)

@@ -16,8 +16,8 @@ import click
 
 from ptq import __version__
 from ptq.api import ConvertResult, convert
-from ptq.config import CalibrationMethod, Config, OutputPaths, Scheme
-from ptq.errors import EXIT_CODES, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, PtqError
+from ptq.config import CalibrationMethod, Config, ImageFormat, OutputPaths, Scheme
+from ptq.errors import EXIT_CODES, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, PtqError, UsageError
 
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
@@ -84,6 +84,25 @@ def _errors_to_exit_codes(debug: bool) -> Iterator[None]:
         if debug:
             traceback.print_exc()
         _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)", EXIT_INTERNAL)
+
+
+def _image_format(input_size, mean, std, layout, channel_order) -> ImageFormat:
+    """Parse the image options (``--input-size 224x224 --mean 0.485,0.456,0.406``)."""
+
+    def floats(text: str, option: str) -> tuple[float, ...]:
+        try:
+            return tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise UsageError(f"{option} takes comma-separated numbers, got {text!r}") from None
+
+    size = None
+    if input_size:
+        try:
+            h, w = (int(v) for v in input_size.lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--input-size takes HxW (e.g. 224x224), got {input_size!r}") from None
+        size = (h, w)
+    return ImageFormat(size, floats(mean, "--mean"), floats(std, "--std"), layout, channel_order)
 
 
 def _measure_options(f):
@@ -172,6 +191,11 @@ def _terminate(signum, frame) -> None:
 @click.option("--exclude", multiple=True, metavar="NAME_OR_OP_TYPE", help="Keep these nodes (by name or op type) float. Repeatable.")
 @click.option("--hybrid", multiple=True, metavar="NAME_OR_OP_TYPE", help="Run these MatMul/Gemm nodes with hybrid kernels (activations quantized at run time) in static mode. Repeatable.")
 @click.option("--calibration-samples", type=int, metavar="N", help="Use only the first N calibration samples.")
+@click.option("--input-size", metavar="HxW", help="Images (.png/.jpg) in the data folders are resized to HxW [default: the model's fixed size].")
+@click.option("--mean", metavar="M[,M,M]", default="0,0,0", show_default=True, help="Per-channel mean subtracted from images scaled to [0, 1].")
+@click.option("--std", metavar="S[,S,S]", default="1,1,1", show_default=True, help="Per-channel std images are divided by (after --mean).")
+@click.option("--layout", type=click.Choice(["auto", "nchw", "nhwc"]), default="auto", show_default=True, help="Image input layout (auto: from the model's input shape).")
+@click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True, help="Channel order of image inputs.")
 @click.option("--calibration-method", type=click.Choice([m.value for m in CalibrationMethod]), default="percentile", show_default=True, help="How activation ranges are chosen from the calibration data.")
 @click.option("--save-ranges", type=click.Path(path_type=Path), metavar="FILE", help="Write the calibrated ranges to FILE (JSON).")
 @click.option("--load-ranges", type=click.Path(path_type=Path), metavar="FILE", help="Take ranges from FILE (from --save-ranges) instead of calibrating: static mode without -c.")
@@ -186,7 +210,7 @@ def _terminate(signum, frame) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="List every float fallback node.")
 @click.option("--debug", is_flag=True, help="Show a traceback on internal errors.")
 def convert_cmd(model, output, int8, calibration_data, weights, activations, per_channel, reduce_range, exclude,
-                hybrid, calibration_samples, calibration_method, save_ranges, load_ranges, percentile, no_ort, eval_data, eval_samples, no_bench,
+                hybrid, calibration_samples, input_size, mean, std, layout, channel_order, calibration_method, save_ranges, load_ranges, percentile, no_ort, eval_data, eval_samples, no_bench,
                 threads, runs, warmup, reports, max_size_ratio, min_speedup, min_cosine, min_sqnr, min_top1,
                 quiet, verbose, debug) -> None:  # fmt: skip
     """Quantize MODEL (a float32 .onnx) to int8; writes OUT, OUT's .ort and .ops.json, then measures
@@ -204,7 +228,12 @@ def convert_cmd(model, output, int8, calibration_data, weights, activations, per
         outputs = OutputPaths.for_output(output) if output else OutputPaths.default_for(model)
         reports = reporting.check_report_paths(reports, protected=[model, *outputs.all()])
         measure = not quiet or bool(reports) or bool(options.thresholds)
-        data = reporting.choose_data(model, eval_data=eval_data, samples=eval_samples) if measure and eval_data else None
+        image_format = _image_format(input_size, mean, std, layout, channel_order)
+        data = (
+            reporting.choose_data(model, eval_data=eval_data, samples=eval_samples, image_format=image_format)
+            if measure and eval_data
+            else None
+        )
         config = Config(
             output=output,
             calibration_data=calibration_data,
@@ -216,6 +245,7 @@ def convert_cmd(model, output, int8, calibration_data, weights, activations, per
             hybrid=tuple(hybrid),
             calibration_samples=calibration_samples,
             calibration_method=calibration_method,
+            image_format=image_format,
             percentile=percentile,
             save_ranges=save_ranges,
             load_ranges=load_ranges,
@@ -226,7 +256,9 @@ def convert_cmd(model, output, int8, calibration_data, weights, activations, per
         if measure:
             try:
                 if data is None:
-                    data = reporting.choose_data(model, calibration_data=calibration_data, samples=eval_samples)
+                    data = reporting.choose_data(
+                        model, calibration_data=calibration_data, samples=eval_samples, image_format=image_format
+                    )
                 measured = reporting.report_conversion(result, data, options, progress=_Progress(quiet))
             except PtqError as exc:
                 exc.args = (f"the outputs were written, but measuring them failed: {exc}",)

@@ -30,6 +30,38 @@ class CalibrationMethod(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class ImageFormat:
+    """How an image file becomes a model input (for calibration or eval folders of images).
+
+    Pixels are scaled to [0, 1], then ``(x - mean) / std`` per channel, in ``channel_order``;
+    ``size`` (height, width) defaults to the model input's fixed spatial dimensions; ``layout``
+    "auto" takes NCHW when the model's channel axis 1 holds 1 or 3, else NHWC.
+    """
+
+    size: tuple[int, int] | None = None
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    layout: str = "auto"  # auto | nchw | nhwc
+    channel_order: str = "rgb"  # rgb | bgr
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.size is not None:
+            object.__setattr__(self, "size", tuple(int(v) for v in self.size))
+            if len(self.size) != 2 or min(self.size) < 1:
+                raise UsageError(f"--input-size must be HxW with positive sides, got {self.size}")
+        if self.layout not in ("auto", "nchw", "nhwc"):
+            raise UsageError(f"--layout must be nchw or nhwc, got {self.layout!r}")
+        if self.channel_order not in ("rgb", "bgr"):
+            raise UsageError(f"--channel-order must be rgb or bgr, got {self.channel_order!r}")
+        if len(self.mean) not in (1, 3) or len(self.std) not in (1, 3):
+            raise UsageError("--mean and --std take 1 or 3 comma-separated values")
+        if any(v == 0 for v in self.std):
+            raise UsageError("--std values must not be 0")
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything that decides the output of ``ptq.convert``.
 
@@ -46,6 +78,7 @@ class Config:
         hybrid: MatMul/Gemm node names or op types to run with hybrid kernels in static mode
             (int8 weights, activations quantized at run time).
         calibration_samples: use only the first N calibration samples.
+        image_format: how image files in the calibration folder become inputs.
         save_ranges: write the calibrated ranges to this JSON file.
         load_ranges: take ranges from this JSON file instead of calibrating.
         write_ort: also write the ``.ort`` flatbuffer.
@@ -62,6 +95,7 @@ class Config:
     calibration_method: CalibrationMethod = CalibrationMethod.PERCENTILE
     calibration_samples: int | None = None
     percentile: float = 99.99
+    image_format: ImageFormat = ImageFormat()
     save_ranges: Path | None = None
     load_ranges: Path | None = None
     write_ort: bool = True

@@ -20,9 +20,12 @@ import numpy.lib.format as npformat
 import onnx
 from onnx import helper
 
+from ptq.config import ImageFormat
 from ptq.errors import CalibrationDataError
 
-SUFFIXES = (".npz", ".npy")
+ARRAY_SUFFIXES = (".npz", ".npy")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # read by ptq.calibrate.images
+SUFFIXES = ARRAY_SUFFIXES + IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -63,15 +66,26 @@ def sample_files(folder: Path) -> list[Path]:
     if folder.is_file():
         if folder.suffix in SUFFIXES:
             return [folder]
-        raise CalibrationDataError(f"{folder}: calibration data must be a folder of .npz/.npy files")
-    files = sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file())
+        raise CalibrationDataError(f"{folder}: calibration data must be a folder of .npz/.npy files or images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
     if not files:
-        raise CalibrationDataError(f"{folder}: no .npz or .npy files")
+        raise CalibrationDataError(f"{folder}: no .npz or .npy files (or .png/.jpg images)")
     return files
 
 
-def read_sample(path: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
-    """One sample as a feed dict, checked against ``specs``."""
+def read_sample(path: Path, specs: list[InputSpec], image_format: ImageFormat | None = None) -> dict[str, np.ndarray]:
+    """One sample as a feed dict, checked against ``specs``. Images are decoded per
+    ``image_format`` (default: the model's size, pixels scaled to [0, 1], RGB)."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        from ptq.calibrate.images import image_input
+
+        if len(specs) != 1:
+            names = ", ".join(s.name for s in specs)
+            raise CalibrationDataError(
+                f"{path.name}: an image can only feed a single-input model; this model has inputs {names}"
+            )
+        feed = {specs[0].name: image_input(path, specs[0], image_format or ImageFormat())}
+        return check_feed(path.name, feed, specs)
     if path.suffix == ".npy" and len(specs) != 1:
         names = ", ".join(s.name for s in specs)
         raise CalibrationDataError(
@@ -202,8 +216,10 @@ def _fits(array: np.ndarray, dtype: np.dtype) -> bool:
     return int(array.min()) >= info.min and int(array.max()) <= info.max
 
 
-def iter_samples(folder: Path, specs: list[InputSpec], limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+def iter_samples(
+    folder: Path, specs: list[InputSpec], limit: int | None = None, image_format: ImageFormat | None = None
+) -> Iterator[dict[str, np.ndarray]]:
     """Feed dicts from ``folder``, one file at a time (nothing is kept between samples)."""
     files = sample_files(folder)
     for path in files[:limit]:
-        yield read_sample(path, specs)
+        yield read_sample(path, specs, image_format)

@@ -13,10 +13,10 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from ptq.calibrate.data import input_specs, iter_samples, sample_files
 from ptq.calibrate import ranges as range_estimators
+from ptq.calibrate.data import input_specs, iter_samples, sample_files
 from ptq.calibrate.observers import HistogramObserver, MinMaxObserver
-from ptq.config import CalibrationMethod
+from ptq.config import CalibrationMethod, ImageFormat
 from ptq.errors import CalibrationDataError, UnsupportedModelError
 from ptq.graph import inference_session, ort_error_line
 
@@ -58,6 +58,7 @@ def calibrate(
     percentile: float = 99.99,
     limit: int | None = None,
     progress: Progress | None = None,
+    image_format: ImageFormat | None = None,
 ) -> tuple[dict[str, tuple[float, float]], int]:
     """Range of every tensor in ``tensors`` over the samples in ``data_dir``, by ``method``.
 
@@ -72,7 +73,7 @@ def calibrate(
     make = MinMaxObserver if method == CalibrationMethod.MINMAX else HistogramObserver
     observers = {name: make() for name in tensors}
     used = 0
-    for feed in iter_samples(data_dir, specs, limit):
+    for feed in iter_samples(data_dir, specs, limit, image_format):
         try:
             outputs = sess.run(None, feed)
         except Exception as exc:

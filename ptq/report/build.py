@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ptq.config import ImageFormat
 from ptq.errors import CalibrationDataError, UsageError
 from ptq.report import data as data_mod
 from ptq.report import gates as gates_mod
@@ -233,14 +234,17 @@ def choose_data(
     calibration_data: Path | None = None,
     samples: int | None = None,
     option: str = "--eval-data",
+    image_format: ImageFormat | None = None,
 ) -> EvalData:
     """The measured inputs: ``eval_data`` if given, else ``calibration_data`` (labelled as such),
     else inputs synthesized from ``model``'s declared input shapes (labelled as such)."""
     onnx_model, specs = data_mod.model_specs(model)
     if eval_data is not None:
-        return data_mod.from_folder(eval_data, specs, data_mod.EVAL, samples, option=option)
+        return data_mod.from_folder(eval_data, specs, data_mod.EVAL, samples, option=option, image_format=image_format)
     if calibration_data is not None:
-        return data_mod.from_folder(calibration_data, specs, data_mod.CALIBRATION, samples, option="--calibration-data")
+        return data_mod.from_folder(
+            calibration_data, specs, data_mod.CALIBRATION, samples, option="--calibration-data", image_format=image_format
+        )
     return data_mod.synthesize(onnx_model, specs, samples or data_mod.SYNTHESIZED_SAMPLES, option=option)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from ptq.calibrate.data import InputSpec, input_specs, read_sample, sample_files
+from ptq.config import ImageFormat
 from ptq.errors import CalibrationDataError, UnsupportedModelError
 
 EVAL = "eval"
@@ -39,6 +40,7 @@ class EvalData:
     files: tuple[Path, ...] = ()
     synthesized: tuple[dict[str, np.ndarray], ...] = field(default=(), repr=False)
     option: str = "--eval-data"  # named in error messages
+    image_format: ImageFormat | None = None  # how image files in the folder become inputs
 
     @property
     def samples(self) -> int:
@@ -51,7 +53,7 @@ class EvalData:
             return
         for path in self.files[:limit]:
             try:
-                yield read_sample(path, self.specs)
+                yield read_sample(path, self.specs, self.image_format)
             except CalibrationDataError as exc:
                 raise CalibrationDataError(f"{self.option} {self.path}: {exc}") from None
 
@@ -89,7 +91,7 @@ def model_specs(path: Path) -> tuple[onnx.ModelProto, list[InputSpec]]:
 
 
 def from_folder(folder: Path, specs: list[InputSpec], source: str, limit: int | None = None,
-                option: str = "--eval-data") -> EvalData:  # fmt: skip
+                option: str = "--eval-data", image_format: ImageFormat | None = None) -> EvalData:  # fmt: skip
     """Samples of ``folder`` (name order, the first ``limit``); the first one is read and checked now."""
     folder = Path(folder)
     if not folder.exists():
@@ -98,7 +100,7 @@ def from_folder(folder: Path, specs: list[InputSpec], source: str, limit: int | 
         files = tuple(sample_files(folder)[:limit])
     except CalibrationDataError as exc:
         raise CalibrationDataError(f"{option} {exc}") from None
-    data = EvalData(source, specs, folder, files, option=option)
+    data = EvalData(source, specs, folder, files, option=option, image_format=image_format)
     data.first()  # fail early, before any long measurement, if the data does not fit the model
     return data
 
