@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import onnx
 
 from ptq import __version__, loader
+from ptq.loader import SourceNode
 from ptq.calibrate.range_file import load_ranges, save_ranges
 from ptq.calibrate.runner import calibrate
 from ptq.config import Config, OutputPaths
@@ -79,8 +79,9 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
 
     report("load", 0, 0)
     loaded = loader.load(source)
-    model = onnx.ModelProto()
-    model.CopyFrom(loaded.model)
+    model = loaded.model  # quantized in place: a copy would hold every weight twice
+    # What the op list needs of the prepared graph, taken before quantization rewrites it.
+    prepared_nodes = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
 
     samples = 0
     if config.static:
@@ -89,7 +90,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
             ranges = load_ranges(config.load_ranges, plan.activations)
         else:
             ranges, samples = calibrate(
-                loaded.model,
+                model,
                 plan.activations,
                 config.calibration_data,
                 method=config.calibration_method,
@@ -113,7 +114,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     model_bytes = serialize(quantized, __version__, data_location=data_path(outputs.onnx).name)
     report("analyze", 0, 0)
     oplist = build_oplist(
-        loaded.source_nodes, loaded.model, decisions, optimized_graph(model_bytes)
+        loaded.source_nodes, prepared_nodes, decisions, optimized_graph(model_bytes)
     )
     report("write", 0, 0)
     notes = list(loaded.notes)

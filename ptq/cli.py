@@ -201,7 +201,7 @@ def _terminate(signum, frame) -> None:
 @click.option("--load-ranges", type=click.Path(path_type=Path), metavar="FILE", help="Take ranges from FILE (from --save-ranges) instead of calibrating: static mode without -c.")
 @click.option("--percentile", type=float, default=99.99, show_default=True, help="Tail kept by --calibration-method percentile.")
 @click.option("--no-ort", is_flag=True, help="Do not write the .ort flatbuffer.")
-@click.option("--eval-data", type=click.Path(path_type=Path), metavar="DIR", help="Folder of .npz/.npy samples (calibration format) to measure fidelity and latency on [default: the calibration samples, labelled so; in dynamic mode without data: inputs synthesized from the model's input shapes].")
+@click.option("--eval-data", type=click.Path(path_type=Path), metavar="DIR", help="Folder of .npz/.npy samples or images (calibration format) to measure fidelity and latency on [default: the calibration samples, labelled so; in dynamic mode without data: inputs synthesized from the model's input shapes].")
 @click.option("--eval-samples", type=int, metavar="N", help="Measure on the first N samples only.")
 @click.option("--no-bench", is_flag=True, help="Skip the latency measurement (size and fidelity are still reported).")
 @_measure_options

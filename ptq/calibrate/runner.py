@@ -7,7 +7,8 @@ is one sample's activations whatever the number of samples.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import onnx
@@ -23,16 +24,21 @@ from ptq.graph import inference_session, ort_error_line
 Progress = Callable[[int, int], None]
 
 
-def with_outputs(model: onnx.ModelProto, tensors: Iterable[str]) -> onnx.ModelProto:
-    """A copy of ``model`` that also returns ``tensors`` (those not already outputs or inputs)."""
-    observed = onnx.ModelProto()
-    observed.CopyFrom(model)
-    present = {o.name for o in observed.graph.output} | {i.name for i in observed.graph.input}
+@contextlib.contextmanager
+def with_outputs(model: onnx.ModelProto, tensors: Iterable[str]) -> Iterator[onnx.ModelProto]:
+    """``model`` returning ``tensors`` too (those not already outputs or inputs), for the duration
+    of the block. The outputs are added in place and removed afterwards rather than on a copy:
+    a copy would duplicate every weight in memory."""
+    present = {o.name for o in model.graph.output} | {i.name for i in model.graph.input}
+    original = len(model.graph.output)
     for name in tensors:
         if name not in present:
-            observed.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+            model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
             present.add(name)
-    return observed
+    try:
+        yield model
+    finally:
+        del model.graph.output[original:]
 
 
 def session(model: onnx.ModelProto, threads: int | None = None):
@@ -67,7 +73,8 @@ def calibrate(
     """
     specs = input_specs(model)
     total = len(sample_files(data_dir)[:limit])
-    sess = session(with_outputs(model, tensors))
+    with with_outputs(model, tensors) as observed:
+        sess = session(observed)
     output_names = [o.name for o in sess.get_outputs()]
     wanted = set(tensors)
     make = MinMaxObserver if method == CalibrationMethod.MINMAX else HistogramObserver

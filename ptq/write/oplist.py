@@ -147,13 +147,13 @@ def _vanished_reason(node: SourceNode) -> str:
     return "computed ahead of time by onnxruntime's constant folding"
 
 
-def _owners(source_nodes: list[SourceNode], prepared: onnx.ModelProto) -> dict[str, str]:
+def _owners(source_nodes: list[SourceNode], prepared: list[SourceNode]) -> dict[str, str]:
     """Source node name -> the prepared node that carries its work (itself, or the node
     onnxruntime's basic fusions put in its place: named ``<source>/<Fusion>``, or producing
     the source node's output)."""
-    names = {n.name for n in prepared.graph.node}
-    by_prefix = {n.name.split("/", 1)[0]: n.name for n in prepared.graph.node if "/" in n.name}
-    by_output = {o: n.name for n in prepared.graph.node for o in n.output}
+    names = {n.name for n in prepared}
+    by_prefix = {n.name.split("/", 1)[0]: n.name for n in prepared if "/" in n.name}
+    by_output = {o: n.name for n in prepared for o in n.outputs}
     owners: dict[str, str] = {}
     for node in source_nodes:
         if node.name in names:
@@ -192,14 +192,14 @@ def _entry(name: str, op_type: str, decision: Decision | None, runs: _Executed |
 
 def build_oplist(
     source_nodes: list[SourceNode],
-    prepared: onnx.ModelProto,
+    prepared: list[SourceNode],
     decisions: dict[str, Decision],
     optimized: onnx.ModelProto,
 ) -> OpList:
     """One entry per source node: what runs it, and why it is float when it is."""
     executed = executed_kernels(optimized)
     owners = _owners(source_nodes, prepared)
-    prepared_ops = {n.name: n.op_type for n in prepared.graph.node}
+    prepared_ops = {n.name: n.op_type for n in prepared}
     entries: list[OpEntry] = []
     for node in source_nodes:
         owner = owners.get(node.name)

@@ -446,14 +446,20 @@ def case_type_error_onnxruntime_finds(tmp):
 # -------------------------------------------------------------------------------- calibration data
 
 
-@case
-def case_calib_pickled_npy(tmp):
-    marker = tmp / "executed"
+def _creates_on_unpickle(marker):
+    """A class whose instances, when unpickled, create ``marker``: proof that a pickle ran."""
 
     class Evil:
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
+    return Evil
+
+
+@case
+def case_calib_pickled_npy(tmp):
+    marker = tmp / "executed"
+    Evil = _creates_on_unpickle(marker)
     folder = tmp / "calib"
     folder.mkdir()
     np.save(folder / "s.npy", np.array([Evil()], dtype=object), allow_pickle=True)
@@ -463,11 +469,7 @@ def case_calib_pickled_npy(tmp):
 @case
 def case_calib_pickled_inside_npz(tmp):
     marker = tmp / "executed"
-
-    class Evil:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
+    Evil = _creates_on_unpickle(marker)
     folder = tmp / "calib"
     folder.mkdir()
     with zipfile.ZipFile(folder / "s.npz", "w") as z, z.open("x.npy", "w") as f:
