@@ -187,7 +187,7 @@ def _terminate(signum, frame) -> None:
 @click.option("--weights", type=click.Choice([s.value for s in Scheme]), default="symmetric", show_default=True, help="int8 weight scheme.")
 @click.option("--activations", type=click.Choice([s.value for s in Scheme]), default="asymmetric", show_default=True, help="Activation scheme: asymmetric = uint8 (fast on x86), symmetric = int8.")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scales per output channel or per tensor.")
-@click.option("--reduce-range", is_flag=True, help="7-bit weights, for x86 CPUs without VNNI (see README).")
+@click.option("--reduce-range/--no-reduce-range", default=True, show_default=True, help="7-bit weights: exact on every x86 CPU. --no-reduce-range gives 8-bit weights, only for targets with VNNI or ARM (see README).")
 @click.option("--exclude", multiple=True, metavar="NAME_OR_OP_TYPE", help="Keep these nodes (by name or op type) float. Repeatable.")
 @click.option("--hybrid", multiple=True, metavar="NAME_OR_OP_TYPE", help="Run these MatMul/Gemm nodes with hybrid kernels (activations quantized at run time) in static mode. Repeatable.")
 @click.option("--calibration-samples", type=int, metavar="N", help="Use only the first N calibration samples.")

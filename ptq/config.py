@@ -73,7 +73,9 @@ class Config:
         activations: scheme of activations; asymmetric means uint8 (onnxruntime's fast x86 path),
             symmetric means int8 with zero point 0.
         per_channel: one scale per output channel of Conv/MatMul/Gemm weights.
-        reduce_range: 7-bit weights, for x86 CPUs without VNNI (see README for measurements).
+        reduce_range: 7-bit weights (the default). x86 CPUs without VNNI (AVX2 only) multiply
+            u8 x s8 pairs into a saturating int16, so 8-bit weights give wrong results there;
+            turn it off only for a target with VNNI or ARM (README has the measurements).
         exclude: node names or op types to keep float.
         hybrid: MatMul/Gemm node names or op types to run with hybrid kernels in static mode
             (int8 weights, activations quantized at run time).
@@ -89,7 +91,7 @@ class Config:
     weights: Scheme = Scheme.SYMMETRIC
     activations: Scheme = Scheme.ASYMMETRIC
     per_channel: bool = True
-    reduce_range: bool = False
+    reduce_range: bool = True
     exclude: tuple[str, ...] = ()
     hybrid: tuple[str, ...] = ()
     calibration_method: CalibrationMethod = CalibrationMethod.PERCENTILE

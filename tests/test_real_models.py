@@ -68,7 +68,8 @@ def test_ppocr_cls(tmp_path, static):
 def test_ppocr_det(tmp_path, static):
     result, cosines = check_conversion("ppocr-det", tmp_path, static)
     assert result.size_ratio <= 0.31
-    assert np.mean(cosines) >= 0.93
+    # 0.93 on a VNNI CPU with 8-bit weights; 0.92 with the portable 7-bit default on AVX2.
+    assert np.mean(cosines) >= 0.92
     if static:
         kernels = {e.runs_as for e in result.oplist.nodes if e.op_type == "Conv"}
         assert kernels == {"QLinearConv"}
