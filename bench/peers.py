@@ -48,8 +48,10 @@ TOOLS: dict[str, Tool] = {
             "ort-static",
             "static",
             "ptq-static",
-            "onnxruntime best practice: `quant_pre_process` (retried with `skip_symbolic_shape=True` if it raises), then `quantize_static(QDQ, per_channel=True,"
-            " activation_type=QUInt8, weight_type=QInt8, calibrate_method=MinMax)`",
+            "onnxruntime best practice: `quant_pre_process` (retried with `skip_symbolic_shape=True` if it raises), models below opset 13"
+            " upgraded to 13 with onnx's version converter (per-channel DequantizeLinear needs it), then `quantize_static(QDQ, per_channel=True,"
+            " reduce_range=True, activation_type=QUInt8, weight_type=QInt8, calibrate_method=MinMax)`; reduce_range as its documentation"
+            " advises for per-channel on x86 and as ptq's default 7-bit weights",
         ),
         Tool(
             "ort-static-default",
@@ -125,6 +127,7 @@ def convert_ort_static(model: Path, output: Path, calibration_dir: Path | None) 
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     notes = []
+    model = _at_least_opset_13(model, output.with_name(output.stem + ".opset13.onnx"), notes)
     prepared = output.with_name(output.stem + ".pre.onnx")
     try:
         quant_pre_process(str(model), str(prepared))
@@ -138,12 +141,33 @@ def convert_ort_static(model: Path, output: Path, calibration_dir: Path | None) 
         _ort_reader(calibration_dir),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
+        reduce_range=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
     )
     prepared.unlink(missing_ok=True)
+    output.with_name(output.stem + ".opset13.onnx").unlink(missing_ok=True)
     return notes
+
+
+def _at_least_opset_13(model: Path, scratch: Path, notes: list[str]) -> Path:
+    """``model`` itself, or a copy at ``scratch`` upgraded to opset 13 when it is older.
+
+    onnxruntime's quantizer writes per-channel ``DequantizeLinear`` nodes (an ``axis`` attribute,
+    opset 13) into older models without upgrading them, and onnxruntime then refuses to load the
+    result; upgrading first is what a user of its quantizer does on seeing that error.
+    """
+    import onnx
+    from onnx import version_converter
+
+    proto = onnx.load(str(model))
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset >= 13:
+        return model
+    onnx.save(version_converter.convert_version(proto, 13), str(scratch))
+    notes.append(f"upgraded from opset {opset} to 13 with onnx.version_converter first")
+    return scratch
 
 
 def convert_ort_static_default(model: Path, output: Path, calibration_dir: Path | None) -> None:
