@@ -71,13 +71,33 @@ def calibrate(
     Returns:
         ``(ranges, samples_used)``.
     """
+    histogram = method != CalibrationMethod.MINMAX
+    observers, used = observe(model, tensors, data_dir, histogram, limit, progress, image_format)
+    return {name: choose_range(obs, method, percentile) for name, obs in observers.items()}, used
+
+
+def observe(
+    model: onnx.ModelProto,
+    tensors: list[str],
+    data_dir: Path,
+    histogram: bool = True,
+    limit: int | None = None,
+    progress: Progress | None = None,
+    image_format: ImageFormat | None = None,
+) -> tuple[dict[str, MinMaxObserver | HistogramObserver], int]:
+    """One observer per tensor in ``tensors``, fed every sample in ``data_dir``: a histogram
+    observer (any method's range can be chosen from it afterwards) or a plain min/max one.
+
+    Returns:
+        ``(observers, samples_used)``.
+    """
     specs = input_specs(model)
     total = len(sample_files(data_dir)[:limit])
     with with_outputs(model, tensors) as observed:
         sess = session(observed)
     output_names = [o.name for o in sess.get_outputs()]
     wanted = set(tensors)
-    make = MinMaxObserver if method == CalibrationMethod.MINMAX else HistogramObserver
+    make = HistogramObserver if histogram else MinMaxObserver
     observers = {name: make() for name in tensors}
     used = 0
     for feed in iter_samples(data_dir, specs, limit, image_format):
@@ -95,7 +115,7 @@ def calibrate(
         used += 1
         if progress:
             progress(used, total)
-    return {name: choose_range(obs, method, percentile) for name, obs in observers.items()}, used
+    return observers, used
 
 
 def choose_range(observer, method: CalibrationMethod, percentile: float) -> tuple[float, float]:
