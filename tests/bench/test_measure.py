@@ -16,6 +16,7 @@ from bench.measure import (
     decode_yolo,
     edit_distance,
     fidelity,
+    frame_agreement,
     match_boxes,
     mean_pool,
     nms,
@@ -141,6 +142,24 @@ def test_top1_agreement_over_rows_of_all_arrays():
     assert top1_agreement(reference, test) == pytest.approx(2 / 3)
 
 
+# --- VAD frame agreement ----------------------------------------------------------------------
+
+
+def test_frame_agreement_pools_frames_of_all_clips():
+    reference = [np.array([0.9, 0.1, 0.6]), np.array([0.2])]
+    test = [np.array([0.8, 0.7, 0.4]), np.array([0.3])]
+    # decisions at 0.5: speech, -, speech | - vs speech, speech, - | -: frames 0 and 3 agree
+    assert frame_agreement(reference, test, 0.5) == pytest.approx(2 / 4)
+
+
+def test_frame_agreement_threshold_is_strict_and_empty_agrees():
+    assert frame_agreement([np.array([0.5])], [np.array([0.51])], 0.5) == 0.0
+    assert frame_agreement([np.array([0.5])], [np.array([0.1])], 0.5) == 1.0
+    assert frame_agreement([np.zeros(0)], [np.zeros(0)], 0.5) == 1.0
+    with pytest.raises(ValueError):
+        frame_agreement([np.zeros(3)], [np.zeros(2)], 0.5)
+
+
 # --- boxes -------------------------------------------------------------------------------------
 
 
@@ -239,6 +258,19 @@ def test_task_metric_embedding_uses_the_attention_mask():
     reference = [[np.array([[[1.0, 0.0], [0.0, 1.0]]])]]
     test = [[np.array([[[2.0, 0.0], [5.0, 5.0]]])]]  # differs only at the masked position
     assert task_metric("embedding", feeds, reference, test) == pytest.approx(1.0)
+
+
+def test_task_metric_vad_reads_the_first_output_at_threshold_half():
+    # outputs (speech_probs [T], hn, cn): only speech_probs counts, the states may differ freely
+    reference = [[np.array([0.9, 0.45, 0.2, 0.7]), np.zeros((1, 1, 2)), np.zeros((1, 1, 2))]]
+    test = [[np.array([0.6, 0.55, 0.1, 0.2]), np.ones((1, 1, 2)), np.ones((1, 1, 2))]]
+    assert task_metric("vad", [{}], reference, test) == pytest.approx(2 / 4)
+
+
+def test_task_metric_orientation_is_top1_agreement():
+    reference = [[np.array([[0.1, 0.7, 0.1, 0.1]])], [np.array([[0.4, 0.3, 0.2, 0.1]])]]
+    test = [[np.array([[0.1, 0.6, 0.2, 0.1]])], [np.array([[0.2, 0.3, 0.4, 0.1]])]]
+    assert task_metric("orientation", [{}, {}], reference, test) == pytest.approx(0.5)
 
 
 def test_task_metric_of_unknown_task_is_none():
