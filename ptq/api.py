@@ -12,12 +12,13 @@ from pathlib import Path
 from ptq import __version__, loader
 from ptq.loader import SourceNode
 from ptq.calibrate.range_file import load_ranges, save_ranges
-from ptq.calibrate.runner import calibrate
-from ptq.config import Config, OutputPaths
+from ptq.calibrate.runner import calibrate, observe
+from ptq.config import CalibrationMethod, Config, OutputPaths
 from ptq.errors import OutputError
 from ptq.quantize.dynamic import quantize_dynamic
 from ptq.quantize.plan import make_plan
 from ptq.quantize.static import quantize_static
+from ptq.tune import choose_method
 from ptq.write.atomic import transaction
 from ptq.write.onnx_file import data_path, serialize, write_onnx
 from ptq.write.oplist import OpList, build_oplist, optimized_graph, write_oplist
@@ -84,10 +85,26 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     prepared_nodes = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
 
     samples = 0
+    method_used, method_note = config.calibration_method, None
     if config.static:
         plan = make_plan(model, config)
         if config.load_ranges is not None:
             ranges = load_ranges(config.load_ranges, plan.activations)
+        elif config.calibration_method == CalibrationMethod.AUTO:
+            observers, samples = observe(
+                model,
+                plan.activations,
+                config.calibration_data,
+                limit=config.calibration_samples,
+                progress=lambda done, total: report("calibrate", done, total),
+                image_format=config.image_format,
+            )
+            choice = choose_method(
+                model, plan, observers, config, config.calibration_data,
+                progress=lambda done, total: report("choose method", done, total),
+            )
+            del observers
+            ranges, method_used, method_note = choice.ranges, choice.method, choice.describe()
         else:
             ranges, samples = calibrate(
                 model,
@@ -100,7 +117,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
                 image_format=config.image_format,
             )
         if config.save_ranges is not None:
-            save_ranges(ranges, config, samples, config.save_ranges)
+            save_ranges(ranges, method_used, config.percentile, samples, config.save_ranges)
         report("quantize", 0, 0)
         quantized = quantize_static(model, plan, ranges, config)
         decisions = plan.decisions
@@ -117,7 +134,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         loaded.source_nodes, prepared_nodes, decisions, optimized_graph(model_bytes)
     )
     report("write", 0, 0)
-    notes = list(loaded.notes)
+    notes = list(loaded.notes) + ([method_note] if method_note else [])
     write_ort_file = config.write_ort
     if write_ort_file and model_bytes.external is not None:
         write_ort_file = False
@@ -141,7 +158,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         notes=notes,
         calibration_samples=samples,
         calibration_method=(
-            f"ranges from {config.load_ranges.name}" if config.load_ranges else config.calibration_method.value
+            f"ranges from {config.load_ranges.name}" if config.load_ranges else method_used.value
         ) if config.static else "",
         seconds=time.perf_counter() - started,
     )

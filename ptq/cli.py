@@ -196,7 +196,7 @@ def _terminate(signum, frame) -> None:
 @click.option("--std", metavar="S[,S,S]", default="1,1,1", show_default=True, help="Per-channel std images are divided by (after --mean).")
 @click.option("--layout", type=click.Choice(["auto", "nchw", "nhwc"]), default="auto", show_default=True, help="Image input layout (auto: from the model's input shape).")
 @click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True, help="Channel order of image inputs.")
-@click.option("--calibration-method", type=click.Choice([m.value for m in CalibrationMethod]), default="percentile", show_default=True, help="How activation ranges are chosen from the calibration data.")
+@click.option("--calibration-method", type=click.Choice([m.value for m in CalibrationMethod]), default="auto", show_default=True, help="How activation ranges are chosen from the calibration data; auto scores percentile, minmax and mse on the calibration samples and keeps the best (see README).")
 @click.option("--save-ranges", type=click.Path(path_type=Path), metavar="FILE", help="Write the calibrated ranges to FILE (JSON).")
 @click.option("--load-ranges", type=click.Path(path_type=Path), metavar="FILE", help="Take ranges from FILE (from --save-ranges) instead of calibrating: static mode without -c.")
 @click.option("--percentile", type=float, default=99.99, show_default=True, help="Tail kept by --calibration-method percentile.")

@@ -27,6 +27,7 @@ class CalibrationMethod(str, enum.Enum):
     PERCENTILE = "percentile"  # clip the tails beyond the given percentile
     ENTROPY = "entropy"  # TensorRT-style KL-divergence threshold
     MSE = "mse"  # the clipping range with the least expected quantization error
+    AUTO = "auto"  # whichever of percentile/minmax/mse gives outputs closest to float (ptq.tune)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class Config:
     reduce_range: bool = True
     exclude: tuple[str, ...] = ()
     hybrid: tuple[str, ...] = ()
-    calibration_method: CalibrationMethod = CalibrationMethod.PERCENTILE
+    calibration_method: CalibrationMethod = CalibrationMethod.AUTO
     calibration_samples: int | None = None
     percentile: float = 99.99
     image_format: ImageFormat = ImageFormat()

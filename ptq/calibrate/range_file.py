@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from ptq.config import Config
+from ptq.config import CalibrationMethod
 from ptq.errors import CalibrationDataError
 from ptq.write.atomic import write_bytes
 
@@ -23,12 +23,15 @@ FORMAT = "ptq-ranges"
 VERSION = 1
 
 
-def save_ranges(ranges: dict[str, tuple[float, float]], config: Config, samples: int, path: Path) -> None:
+def save_ranges(
+    ranges: dict[str, tuple[float, float]], method: CalibrationMethod, percentile: float, samples: int, path: Path
+) -> None:
+    """Write ``ranges`` and how they were chosen (the method auto picked, when it was auto)."""
     document = {
         "format": FORMAT,
         "version": VERSION,
-        "method": config.calibration_method.value,
-        "percentile": config.percentile,
+        "method": method.value,
+        "percentile": percentile,
         "samples": samples,
         "ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(ranges.items())},
     }
