@@ -14,11 +14,25 @@ import numpy as np
 
 def finite_values(x: np.ndarray) -> np.ndarray | None:
     """The finite values of a float array, or None when there are none (or it is not float)."""
+    found = finite_extremes(x)
+    return None if found is None else found[0]
+
+
+def finite_extremes(x: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+    """``(finite values, min, max)`` of a float array, or None when it has no finite value.
+
+    One min and one max pass in the common all-finite case (a NaN or an infinity shows in them);
+    the finite values are filtered out only when there is something to filter."""
     x = np.asarray(x)
     if x.size == 0 or not np.issubdtype(x.dtype, np.floating):
         return None
-    finite = x if np.all(np.isfinite(x)) else x[np.isfinite(x)]
-    return finite if finite.size else None
+    lo, hi = x.min(), x.max()
+    if np.isfinite(lo) and np.isfinite(hi):
+        return x, float(lo), float(hi)
+    finite = x[np.isfinite(x)]
+    if not finite.size:
+        return None
+    return finite, float(finite.min()), float(finite.max())
 
 
 class MinMaxObserver:
@@ -30,12 +44,16 @@ class MinMaxObserver:
         self.count = 0  # finite values seen
 
     def update(self, x: np.ndarray) -> None:
-        finite = finite_values(x)
-        if finite is None:
+        found = finite_extremes(x)
+        if found is None:
             return
-        self.lo = min(self.lo, float(finite.min()))
-        self.hi = max(self.hi, float(finite.max()))
-        self.count += int(finite.size)
+        finite, lo, hi = found
+        self._add(lo, hi, int(finite.size))
+
+    def _add(self, lo: float, hi: float, count: int) -> None:
+        self.lo = min(self.lo, lo)
+        self.hi = max(self.hi, hi)
+        self.count += count
 
     def merge(self, other: "MinMaxObserver") -> "MinMaxObserver":
         self.lo = min(self.lo, other.lo)
@@ -88,20 +106,17 @@ class HistogramObserver:
         self.lo, self.hi = new_lo, new_hi
 
     def update(self, x: np.ndarray) -> None:
-        finite = finite_values(x)
-        if finite is None:
+        found = finite_extremes(x)
+        if found is None:
             return
-        xmin, xmax = float(finite.min()), float(finite.max())
+        finite, xmin, xmax = found
         first = self.minmax.count == 0
-        self.minmax.update(finite)
+        self.minmax._add(xmin, xmax, int(finite.size))
         if first:
             self.lo, self.hi = xmin, _resolvable_hi(xmin, xmax, self.bins)
         elif xmin < self.lo or xmax > self.hi:
             self._widen(min(xmin, self.lo), max(xmax, self.hi))
-        if finite.dtype != np.float64 and max(abs(xmin), abs(xmax)) > 1e30:
-            finite = finite.astype(np.float64)  # float32 bin edges overflow near float32's limit
-        hist, _ = np.histogram(finite, bins=self.bins, range=(self.lo, self.hi))
-        self.counts += hist
+        self.counts += bin_counts(finite, self.lo, self.hi, self.bins)
 
     def merge(self, other: "HistogramObserver") -> "HistogramObserver":
         if other.minmax.count == 0:
@@ -119,6 +134,30 @@ class HistogramObserver:
     def range(self) -> tuple[float, float]:
         """The observed min/max (range estimators in ``ranges`` use the histogram)."""
         return self.minmax.range()
+
+
+# Values binned per step: bounds the temporaries (a float and an index per value) to a few MB.
+_BLOCK = 1 << 18
+
+
+def bin_counts(x: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
+    """Counts of ``x`` (all within ``[lo, hi]``) in ``bins`` equal bins over ``[lo, hi]``.
+
+    Bin ``floor((x - lo) * bins / (hi - lo))``, the top edge in the last bin, computed in
+    float32 for float32 data (float64 near float32's limit, where the product could overflow):
+    what ``np.histogram`` does without its exact-edge corrections, which cost two thirds of its
+    time and move only values within rounding of a bin edge to the neighbouring bin.
+    """
+    flat = x.reshape(-1)
+    dtype = np.float32 if flat.dtype.itemsize <= 4 and max(abs(lo), abs(hi)) <= 1e30 else np.float64
+    lo_t, scale = dtype(lo), dtype(bins / (hi - lo))
+    counts = np.zeros(bins, dtype=np.float64)
+    for start in range(0, flat.size, _BLOCK):
+        position = np.subtract(flat[start : start + _BLOCK], lo_t, dtype=dtype)
+        position *= scale
+        np.clip(position, 0, bins - 1, out=position)
+        counts += np.bincount(position.astype(np.intp), minlength=bins)
+    return counts
 
 
 def _resolvable_hi(lo: float, hi: float, bins: int) -> float:
