@@ -1,15 +1,33 @@
 """Read calibration samples from a folder, one at a time, checked against the model's inputs.
 
-A sample is a ``.npz`` whose keys are the model's input names, or a ``.npy`` for a model with a
-single input. Files are read with ``allow_pickle=False``: a pickled array is refused, never
-executed. Symbolic dimensions (batch, sequence length, image size) may differ between samples;
-fixed dimensions and element types must match.
+A file is a ``.npz`` whose keys are the model's input names, or a ``.npy`` for a model with a
+single input (or an image, see ``ptq.calibrate.images``). Files are read in name order with
+``allow_pickle=False``: a pickled array is refused, never executed. Symbolic dimensions (batch,
+sequence length, image size) may differ between samples; fixed dimensions and element types must
+match.
+
+One file may hold many samples. For each array, with R the rank the model declares for its input:
+
+- rank R + 1: axis 0 indexes samples; sample ``i`` is ``array[i]``;
+- rank R, the model's first dimension fixed at k and the array's first dimension N a multiple
+  m > 1 of k: m samples of k rows each (for a batch-1 model, N samples);
+- otherwise the array is one sample (a symbolic batch axis of N is one batch of N, fed whole).
+
+Every array of a file must give the same number of samples. A multi-sample file is read one sample
+at a time: headers are checked first (``numpy.lib.format``'s parser, object dtypes refused, the
+declared bytes must be present), then each sample's bytes are read from their offset in the
+``.npy`` or in the ``.npz``'s stored (uncompressed, ``np.savez``) member, or streamed in order out
+of a compressed (``np.savez_compressed``) member. Memory is one sample whatever the file's size;
+only a Fortran-ordered array (whose samples are not contiguous bytes) is read whole, one array at a
+time. ``--calibration-samples`` counts samples, not files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import struct
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -141,6 +159,27 @@ def read_npy(f, available: int, label: str) -> np.ndarray:
     The header is read and checked first: object (pickled) arrays are refused, and the data the
     header declares must be present, so a tiny file cannot make us allocate a huge array.
     """
+    header = read_npy_header(f, available, label)
+    array = np.frombuffer(_read_exactly(f, header.nbytes, label), dtype=header.dtype)
+    return array.reshape(header.shape[::-1]).transpose() if header.fortran else array.reshape(header.shape)
+
+
+@dataclass(frozen=True)
+class NpyHeader:
+    shape: tuple[int, ...]
+    fortran: bool
+    dtype: np.dtype
+    size: int  # bytes of the header (magic included): the data starts there
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def read_npy_header(f, available: int, label: str) -> NpyHeader:
+    """The checked header of the .npy at the current position of ``f`` (``available`` bytes from
+    there on); ``f`` is left at the start of the data."""
+    start = f.tell()
     version = npformat.read_magic(f)
     if version == (1, 0):
         shape, fortran_order, dtype = npformat.read_array_header_1_0(f)
@@ -152,13 +191,16 @@ def read_npy(f, available: int, label: str) -> np.ndarray:
         raise CalibrationDataError(f"{label}: holds pickled objects; refused (only plain arrays are read)")
     if any(int(d) < 0 for d in shape):
         raise CalibrationDataError(f"{label}: negative dimension in shape {list(shape)}")
-    header = f.tell()
-    nbytes = math.prod(int(d) for d in shape) * dtype.itemsize
-    if nbytes > available - header:
+    header = NpyHeader(tuple(int(d) for d in shape), bool(fortran_order), dtype, f.tell() - start)
+    if header.nbytes > available - header.size:
         raise CalibrationDataError(
-            f"{label}: declares a {dtype} array of shape {list(shape)} ({nbytes} bytes) but holds"
-            f" {max(available - header, 0)}; truncated or corrupt"
+            f"{label}: declares a {dtype} array of shape {list(shape)} ({header.nbytes} bytes) but holds"
+            f" {max(available - header.size, 0)}; truncated or corrupt"
         )
+    return header
+
+
+def _read_exactly(f, nbytes: int, label: str) -> bytearray:
     buffer = bytearray(nbytes)
     view = memoryview(buffer)
     done = 0
@@ -167,8 +209,7 @@ def read_npy(f, available: int, label: str) -> np.ndarray:
         if not n:
             raise CalibrationDataError(f"{label}: file ended after {done} of {nbytes} data bytes; truncated")
         done += n
-    array = np.frombuffer(buffer, dtype=dtype)
-    return array.reshape(shape[::-1]).transpose() if fortran_order else array.reshape(shape)
+    return buffer
 
 
 def check_feed(label: str, feed: dict[str, np.ndarray], specs: list[InputSpec]) -> dict[str, np.ndarray]:
@@ -216,10 +257,273 @@ def _fits(array: np.ndarray, dtype: np.dtype) -> bool:
     return int(array.min()) >= info.min and int(array.max()) <= info.max
 
 
+# ------------------------------------------------------------------------------- many samples per file
+
+
+@dataclass(frozen=True)
+class _Split:
+    """How one array of a multi-sample file is cut into samples."""
+
+    input: str
+    key: str  # the .npz member (without .npy); "" for a .npy file
+    header: NpyHeader
+    offset: int | None  # absolute file offset of the data when it can be read in place, else None
+    stacked: bool  # sample i is array[i]
+    rows: int  # when not stacked: sample i is array[i * rows:(i + 1) * rows]; 0: the whole array
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        shape = self.header.shape
+        if self.stacked:
+            return shape[1:]
+        return (self.rows, *shape[1:]) if self.rows else shape
+
+    def take(self, array: np.ndarray, index: int) -> np.ndarray:
+        if self.stacked:
+            return array[index]
+        return array[index * self.rows : (index + 1) * self.rows] if self.rows else array
+
+    @property
+    def sample_bytes(self) -> int:
+        return math.prod(self.sample_shape) * self.header.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class SampleFile:
+    """One file of a calibration folder and the number of samples it holds.
+
+    ``splits`` is None for a file that is one sample (read whole by ``read_sample``)."""
+
+    path: Path
+    count: int
+    splits: tuple[_Split, ...] | None = None
+
+
+def _samples_in(spec: InputSpec, shape: tuple[int, ...]) -> tuple[int, bool, int]:
+    """``(count, stacked, rows)``: how many samples an array of ``shape`` holds for ``spec``."""
+    if spec.dims is None:
+        return 1, False, 0
+    rank = len(spec.dims)
+    if len(shape) == rank + 1:
+        return shape[0], True, 1
+    if len(shape) == rank and rank:
+        first = spec.dims[0]
+        if isinstance(first, int) and first > 0 and shape[0] > first and shape[0] % first == 0:
+            return shape[0] // first, False, first
+    return 1, False, 0
+
+
+def scan_file(path: Path, specs: list[InputSpec]) -> SampleFile:
+    """How many samples ``path`` holds, from its headers alone (no array data is read)."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES or (suffix == ".npy" and len(specs) != 1) or suffix not in ARRAY_SUFFIXES:
+        return SampleFile(path, 1)  # read_sample says what is wrong, if anything
+    try:
+        headers = _headers(path)
+    except CalibrationDataError:
+        raise
+    except Exception as exc:  # hostile bytes: as read_sample reports them
+        raise CalibrationDataError(f"{path.name}: not a readable numpy file ({_reason(exc)})") from None
+    if suffix == ".npy":
+        headers = {specs[0].name: headers[""]}
+    by_name = {s.name: s for s in specs}
+    if set(headers) != set(by_name):
+        return SampleFile(path, 1)  # read_sample names the missing and unknown keys
+    counts = {}
+    splits = []
+    for name, (key, header, offset) in headers.items():
+        count, stacked, rows = _samples_in(by_name[name], header.shape)
+        counts[name] = count
+        if header.fortran:
+            offset = None  # its samples are not contiguous bytes: read whole
+        splits.append(_Split(name, key, header, offset, stacked, rows))
+    if len(set(counts.values())) > 1:
+        detail = ", ".join(
+            f"{name!r} {list(headers[name][1].shape)} holds {counts[name]}" for name in sorted(counts)
+        )
+        raise CalibrationDataError(
+            f"{path.name}: its arrays disagree on the number of samples: {detail}"
+            " (an array one rank above the model's input, or whose first axis is a multiple of the"
+            " model's fixed batch, holds one sample per step along axis 0)"
+        )
+    count = next(iter(counts.values()))
+    if count == 1 and not any(s.stacked for s in splits):
+        return SampleFile(path, 1)
+    if count == 0:
+        raise CalibrationDataError(f"{path.name}: holds no samples (axis 0 of its arrays has length 0)")
+    for split in splits:
+        spec = by_name[split.input]
+        shape = split.sample_shape
+        if spec.dims is not None and not (
+            len(shape) == len(spec.dims)
+            and all(not isinstance(d, int) or d <= 0 or d == n for d, n in zip(spec.dims, shape))
+        ):
+            raise CalibrationDataError(
+                f"{path.name}: input {spec.name!r} holds {count} samples of shape {list(shape)}"
+                f" (array {list(split.header.shape)}), the model expects {spec.describe()}"
+            )
+    return SampleFile(path, count, tuple(splits))
+
+
+def _headers(path: Path) -> dict[str, tuple[str, NpyHeader, int | None]]:
+    """Key -> (member key, checked header, absolute data offset or None) of every array in ``path``.
+
+    The offset is set where the data lies uncompressed in the file (a .npy, or a stored .npz
+    member) and None for a compressed member."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if path.suffix.lower() == ".npy":
+            header = read_npy_header(f, size, path.name)
+            return {"": ("", header, header.size)}
+        found: dict[str, tuple[str, NpyHeader, int | None]] = {}
+        with zipfile.ZipFile(f) as archive:
+            for info in _members(archive, path):
+                key = info.filename[: -len(".npy")]
+                label = f"{path.name}[{key}]"
+                start = _stored_data_start(f, info, size) if info.compress_type == zipfile.ZIP_STORED else None
+                if start is not None:
+                    f.seek(start)
+                    header = read_npy_header(f, info.file_size, label)
+                    found[key] = (key, header, start + header.size)
+                else:
+                    with archive.open(info) as member:
+                        found[key] = (key, read_npy_header(member, info.file_size, label), None)
+        return found
+
+
+def _members(archive: zipfile.ZipFile, path: Path) -> list[zipfile.ZipInfo]:
+    """The array members of a .npz, checked as ``read_npz`` checks them."""
+    members, keys = [], set()
+    for info in archive.infolist():
+        if info.is_dir():
+            continue
+        if not info.filename.endswith(".npy"):
+            raise CalibrationDataError(f"{path.name}: member {info.filename!r} is not a .npy array")
+        key = info.filename[: -len(".npy")]
+        if key in keys:
+            raise CalibrationDataError(f"{path.name}: key {key!r} appears twice")
+        keys.add(key)
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + (1 << 20):
+            raise CalibrationDataError(
+                f"{path.name}: member {info.filename!r} claims {info.file_size} bytes from {info.compress_size} compressed; refused"
+            )
+        members.append(info)
+    return members
+
+
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip local file header (30 bytes)
+
+
+def _stored_data_start(f, info: zipfile.ZipInfo, file_size: int) -> int | None:
+    """File offset of a stored (uncompressed, unencrypted) member's bytes, or None to stream it."""
+    if info.flag_bits & 0x1 or info.compress_size != info.file_size:
+        return None
+    f.seek(info.header_offset)
+    raw = f.read(_LOCAL_HEADER.size)
+    if len(raw) != _LOCAL_HEADER.size or raw[:4] != b"PK\x03\x04":
+        return None
+    fields = _LOCAL_HEADER.unpack(raw)
+    start = info.header_offset + _LOCAL_HEADER.size + fields[10] + fields[11]
+    return start if start + info.file_size <= file_size else None
+
+
+class _SampleReader:
+    """Samples ``0, 1, ...`` of a multi-sample file, in order, one at a time."""
+
+    def __init__(self, sample_file: SampleFile, stack: contextlib.ExitStack):
+        self.file = sample_file
+        path = sample_file.path
+        self.raw = stack.enter_context(open(path, "rb"))
+        archive = None
+        self.streams: dict[str, object] = {}
+        self.whole: dict[str, np.ndarray] = {}
+        for split in sample_file.splits:
+            if split.offset is not None:
+                continue
+            if archive is None:
+                archive = stack.enter_context(zipfile.ZipFile(path)) if path.suffix.lower() == ".npz" else None
+            label = f"{path.name}[{split.key}]" if split.key else path.name
+            if archive is None:  # a Fortran-ordered .npy
+                self.raw.seek(0)
+                self.whole[split.input] = read_npy(self.raw, path.stat().st_size, label)
+                continue
+            info = archive.getinfo(split.key + ".npy")
+            member = stack.enter_context(archive.open(info))
+            if split.header.fortran or split.sample_bytes == 0:
+                self.whole[split.input] = read_npy(member, info.file_size, label)
+            else:
+                read_npy_header(member, info.file_size, label)  # position at the data
+                self.streams[split.input] = member
+
+    def read(self, index: int) -> dict[str, np.ndarray]:
+        feed = {}
+        for split in self.file.splits:
+            label = f"{self.file.path.name}[{split.key}]" if split.key else self.file.path.name
+            if split.input in self.whole:
+                feed[split.input] = split.take(self.whole[split.input], index)
+                continue
+            if split.input in self.streams:  # compressed: the next sample's bytes, in order
+                data = _read_exactly(self.streams[split.input], split.sample_bytes, label)
+            else:
+                self.raw.seek(split.offset + index * split.sample_bytes)
+                data = _read_exactly(self.raw, split.sample_bytes, label)
+            feed[split.input] = np.frombuffer(data, dtype=split.header.dtype).reshape(split.sample_shape)
+        return feed
+
+
+class Samples:
+    """The samples of a calibration folder (or file), up to ``limit``, counted from file headers.
+
+    ``len()`` is the number of samples; iterating yields checked feed dicts one at a time."""
+
+    def __init__(self, folder: Path, specs: list[InputSpec], limit: int | None = None,
+                 image_format: ImageFormat | None = None):  # fmt: skip
+        self.specs = specs
+        self.image_format = image_format
+        self.files: list[SampleFile] = []
+        total = 0
+        for path in sample_files(folder):
+            if limit is not None and total >= limit:
+                break
+            scanned = scan_file(path, specs)
+            self.files.append(scanned)
+            total += scanned.count
+        self.count = total if limit is None else min(total, limit)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        left = self.count
+        for sample_file in self.files:
+            if left <= 0:
+                return
+            if sample_file.splits is None:
+                yield read_sample(sample_file.path, self.specs, self.image_format)
+                left -= 1
+                continue
+            with contextlib.ExitStack() as stack:
+                try:
+                    reader = _SampleReader(sample_file, stack)
+                except CalibrationDataError:
+                    raise
+                except Exception as exc:
+                    raise CalibrationDataError(f"{sample_file.path.name}: not a readable numpy file ({_reason(exc)})") from None
+                n = min(sample_file.count, left)
+                for index in range(n):
+                    label = f"{sample_file.path.name} (sample {index + 1} of {sample_file.count})"
+                    try:
+                        feed = reader.read(index)
+                    except CalibrationDataError:
+                        raise
+                    except Exception as exc:
+                        raise CalibrationDataError(f"{label}: not readable ({_reason(exc)})") from None
+                    yield check_feed(label, feed, self.specs)
+                left -= n
+
+
 def iter_samples(
     folder: Path, specs: list[InputSpec], limit: int | None = None, image_format: ImageFormat | None = None
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Feed dicts from ``folder``, one file at a time (nothing is kept between samples)."""
-    files = sample_files(folder)
-    for path in files[:limit]:
-        yield read_sample(path, specs, image_format)
+    """Feed dicts from ``folder``, one sample at a time (nothing is kept between samples)."""
+    yield from Samples(folder, specs, limit, image_format)

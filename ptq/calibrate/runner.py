@@ -11,11 +11,12 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
 from ptq.calibrate import ranges as range_estimators
-from ptq.calibrate.data import input_specs, iter_samples, sample_files
+from ptq.calibrate.data import InputSpec, Samples, input_specs
 from ptq.calibrate.observers import HistogramObserver, MinMaxObserver
 from ptq.config import CalibrationMethod, ImageFormat
 from ptq.errors import CalibrationDataError, UnsupportedModelError
@@ -56,6 +57,13 @@ def session(model: onnx.ModelProto, threads: int | None = None):
         raise UnsupportedModelError(f"onnxruntime cannot run the model: {ort_error_line(exc)}") from None
 
 
+# Batching: samples whose inputs have a free batch axis and equal shapes run together, up to
+# MAX_BATCH at a time and as many as keep one run's inputs and observed outputs within
+# BATCH_BUDGET_BYTES (estimated from the first sample). Measured in the module docstring.
+MAX_BATCH = 8
+BATCH_BUDGET_BYTES = 128 << 20
+
+
 def calibrate(
     model: onnx.ModelProto,
     tensors: list[str],
@@ -84,15 +92,21 @@ def observe(
     limit: int | None = None,
     progress: Progress | None = None,
     image_format: ImageFormat | None = None,
+    batch_budget: int = BATCH_BUDGET_BYTES,
 ) -> tuple[dict[str, MinMaxObserver | HistogramObserver], int]:
     """One observer per tensor in ``tensors``, fed every sample in ``data_dir``: a histogram
     observer (any method's range can be chosen from it afterwards) or a plain min/max one.
+
+    Samples run in batches where the model allows (see ``_Batcher``; ``batch_budget`` bounds the
+    bytes of one batch's inputs and observed outputs, 0 runs them one by one); the observers see
+    the same values in the same order either way.
 
     Returns:
         ``(observers, samples_used)``.
     """
     specs = input_specs(model)
-    total = len(sample_files(data_dir)[:limit])
+    samples = Samples(data_dir, specs, limit, image_format)
+    total = len(samples)
     with with_outputs(model, tensors) as observed:
         sess = session(observed)
     output_names = [o.name for o in sess.get_outputs()]
@@ -100,22 +114,133 @@ def observe(
     make = HistogramObserver if histogram else MinMaxObserver
     observers = {name: make() for name in tensors}
     used = 0
-    for feed in iter_samples(data_dir, specs, limit, image_format):
-        try:
-            outputs = sess.run(None, feed)
-        except Exception as exc:
-            raise CalibrationDataError(f"sample {used + 1} of {total}: onnxruntime failed on it: {ort_error_line(exc)}") from None
+
+    def update(feed: dict[str, np.ndarray], outputs: list[np.ndarray]) -> None:
+        nonlocal used
         for name, value in zip(output_names, outputs):
             if name in wanted:
                 observers[name].update(value)
         for name, value in feed.items():
             if name in wanted:
                 observers[name].update(value)
-        del outputs
         used += 1
         if progress:
             progress(used, total)
+
+    def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return sess.run(None, feed)
+        except Exception as exc:
+            raise CalibrationDataError(f"sample {used + 1} of {total}: onnxruntime failed on it: {ort_error_line(exc)}") from None
+
+    batcher = _Batcher(sess, specs, batch_budget)
+    for feed in samples:
+        batcher.add(feed, run, update)
+    batcher.flush(run, update)
     return observers, used
+
+
+def _free_batch(specs: list[InputSpec]) -> bool:
+    """Whether every input has a symbolic first (batch) axis."""
+    return bool(specs) and all(
+        s.dims is not None and len(s.dims) >= 1 and not (isinstance(s.dims[0], int) and s.dims[0] > 0) for s in specs
+    )
+
+
+def _same_shapes(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return all(a[k].shape == b[k].shape and a[k].dtype == b[k].dtype for k in a)
+
+
+def _concat(feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
+
+
+def _split(outputs: list[np.ndarray], n: int) -> list[list[np.ndarray]] | None:
+    """The outputs of a batch of ``n`` equal samples cut back into each sample's, or None."""
+    if any(o.ndim == 0 or o.shape[0] % n for o in outputs):
+        return None
+    parts = [np.split(o, n) for o in outputs]
+    return [[p[i] for p in parts] for i in range(n)]
+
+
+class _Batcher:
+    """Runs samples one at a time until batching is known to be safe, then in batches.
+
+    Batching is tried only when every input's batch axis is free and the first sample's inputs
+    and observed outputs leave room for two or more in ``budget`` bytes. It is switched on after
+    a probe: the first two same-shaped samples run alone (and are observed), then together, and
+    the batched outputs must equal the single ones bit for bit (a model that mixes its batch
+    items, or whose kernels round differently at another batch size, keeps running one by one).
+    Batched outputs are cut back per sample and observed in sample order, so the observers see
+    exactly the values, in the order, of an unbatched run.
+    """
+
+    def __init__(self, sess, specs: list[InputSpec], budget: int):
+        self.sess = sess
+        self.possible = _free_batch(specs)
+        self.size = 0  # 0: not decided yet; 1: one at a time
+        self.budget = budget
+        self.probe: tuple[dict, list] | None = None
+        self.pending: list[dict[str, np.ndarray]] = []
+
+    def add(self, feed, run, observe) -> None:
+        if self.size == 1:
+            observe(feed, run(feed))
+            return
+        if self.size == 0:
+            self._probe(feed, run, observe)
+            return
+        if self.pending and not _same_shapes(self.pending[0], feed):
+            self.flush(run, observe)
+        self.pending.append(feed)
+        if len(self.pending) == self.size:
+            self.flush(run, observe)
+
+    def _probe(self, feed, run, observe) -> None:
+        outputs = run(feed)
+        observe(feed, outputs)
+        if self.probe is None:
+            per_sample = sum(o.nbytes for o in outputs) + sum(v.nbytes for v in feed.values())
+            cap = min(MAX_BATCH, self.budget // max(per_sample, 1)) if self.possible else 1
+            if cap < 2:
+                self.size = 1
+            else:
+                self.probe, self.cap = (feed, outputs), cap
+            return
+        first_feed, first_outputs = self.probe
+        if not _same_shapes(first_feed, feed):
+            self.probe = (feed, outputs)  # probe with the next pair of equal shapes
+            return
+        self.probe = None
+        try:
+            batched = self.sess.run(None, _concat([first_feed, feed]))
+        except Exception:
+            batched = None
+        ok = batched is not None and all(
+            b.shape[:1] == (a.shape[0] + c.shape[0],) if a.ndim else False
+            for a, c, b in zip(first_outputs, outputs, batched)
+        ) and all(
+            np.array_equal(np.concatenate([a, c]), b, equal_nan=b.dtype.kind in "fc")
+            for a, c, b in zip(first_outputs, outputs, batched)
+        )
+        self.size = self.cap if ok else 1
+
+    def flush(self, run, observe) -> None:
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        split = None
+        if len(pending) > 1:
+            try:
+                split = _split(self.sess.run(None, _concat(pending)), len(pending))
+            except Exception:
+                split = None  # run them one by one: an error then names its sample
+        if split is None:
+            for feed in pending:
+                observe(feed, run(feed))
+            return
+        for feed, outputs in zip(pending, split):
+            observe(feed, outputs)
 
 
 def choose_range(observer, method: CalibrationMethod, percentile: float) -> tuple[float, float]:

@@ -1,0 +1,122 @@
+"""Calibration runs: batching where the model allows, with exactly the observations of an unbatched run."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from ptq.calibrate import runner
+from ptq.calibrate.observers import HistogramObserver
+from tests import tiny
+
+
+def _tensors(model):
+    return [o for n in model.graph.node for o in n.output]
+
+
+def _state(observers):
+    out = {}
+    for name, obs in observers.items():
+        if isinstance(obs, HistogramObserver):
+            out[name] = (obs.lo, obs.hi, obs.minmax.range(), obs.minmax.count, obs.counts.tobytes())
+        else:
+            out[name] = (obs.range(), obs.count)
+    return out
+
+
+@pytest.fixture
+def batches(monkeypatch):
+    """Sizes of the batches onnxruntime ran (samples concatenated along axis 0)."""
+    sizes = []
+    concat = runner._concat
+
+    def recording(feeds):
+        sizes.append(len(feeds))
+        return concat(feeds)
+
+    monkeypatch.setattr(runner, "_concat", recording)
+    return sizes
+
+
+def _samples(folder, shapes, seed=0):
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i, shape in enumerate(shapes):
+        np.save(folder / f"s{i:02d}.npy", (rng.normal(size=shape) * (1 + i)).astype(np.float32))
+    return folder
+
+
+@pytest.mark.parametrize("histogram", [True, False], ids=["histogram", "minmax"])
+def test_batched_observers_equal_unbatched(tmp_path, batches, histogram):
+    model = tiny.small_cnn()
+    data = _samples(tmp_path / "c", [(1, 3, 16, 16)] * 11 + [(2, 3, 16, 16)] * 3 + [(1, 3, 16, 16)] * 2)
+    one, used_one = runner.observe(model, _tensors(model), data, histogram, batch_budget=0)
+    assert batches == []
+    many, used_many = runner.observe(model, _tensors(model), data, histogram)
+    assert used_one == used_many == 16
+    # the probe pair (alone, then together), 8, the 11th alone (the next shape differs), 3, 2
+    assert batches == [2, 8, 3, 2]
+    assert _state(many) == _state(one)
+
+
+def test_batches_stay_within_the_budget_and_the_progress_counts_samples(tmp_path, batches):
+    model = tiny.small_cnn()
+    data = _samples(tmp_path / "c", [(1, 3, 16, 16)] * 12)
+    one_sample = 0
+    with runner.with_outputs(model, _tensors(model)) as observed:
+        sess = runner.session(observed)
+    feed = {"x": np.load(data / "s00.npy")}
+    one_sample = sum(o.nbytes for o in sess.run(None, feed)) + feed["x"].nbytes
+    seen = []
+    runner.observe(model, _tensors(model), data, batch_budget=3 * one_sample, progress=lambda d, t: seen.append((d, t)))
+    assert batches == [2, 3, 3, 3]  # the probe pair, then at most 3 per run (the 12th runs alone)
+    assert seen == [(i, 12) for i in range(1, 13)]
+
+
+def test_no_batching_on_a_fixed_batch_axis(tmp_path, batches):
+    model = tiny.small_cnn()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    data = _samples(tmp_path / "c", [(1, 3, 16, 16)] * 6)
+    runner.observe(model, _tensors(model), data)
+    assert batches == []
+
+
+def test_a_model_that_mixes_its_batch_items_runs_one_by_one(tmp_path, batches):
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], name="mean", axes=[0], keepdims=1),
+        helper.make_node("Sub", ["x", "m"], ["y"], name="sub"),
+    ]
+    graph = helper.make_graph(
+        nodes, "mix", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    data = _samples(tmp_path / "c", [(1, 8)] * 6)
+    one, _ = runner.observe(model, ["m", "y"], data, batch_budget=0)
+    many, _ = runner.observe(model, ["m", "y"], data)
+    assert batches == [2]  # the probe saw different values: no batch after it
+    assert _state(many) == _state(one)
+    assert many["y"].range() == (0.0, 0.0)  # each sample minus its own mean
+
+
+def test_batched_ranges_equal_unbatched_on_a_real_model(tmp_path, batches):
+    from bench import zoo
+    from ptq import loader
+    from ptq.config import CalibrationMethod, Config
+    from ptq.quantize.plan import make_plan
+
+    model = loader.load(zoo.fetch_model("ppocr-cls")).model
+    data = tmp_path / "calib"
+    zoo.write_calibration_dir("ppocr-cls", data, "calib", n=12)
+    tensors = make_plan(model, Config(calibration_data=data)).activations
+    one, _ = runner.observe(model, tensors, data, batch_budget=0)
+    assert batches == []
+    many, _ = runner.observe(model, tensors, data)
+    assert batches[0] == 2 and max(batches[1:]) > 2
+    assert _state(many) == _state(one)
+    for method in (CalibrationMethod.MINMAX, CalibrationMethod.PERCENTILE):  # the others: same histograms
+        assert {k: runner.choose_range(o, method, 99.99) for k, o in many.items()} == {
+            k: runner.choose_range(o, method, 99.99) for k, o in one.items()
+        }
