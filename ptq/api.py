@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from ptq import __version__, loader
+from ptq import __version__, loader, smooth
 from ptq.loader import SourceNode
 from ptq.calibrate.range_file import load_ranges, save_ranges
 from ptq.calibrate.runner import calibrate, observe
@@ -18,7 +19,7 @@ from ptq.errors import OutputError
 from ptq.quantize.dynamic import quantize_dynamic
 from ptq.quantize.plan import make_plan
 from ptq.quantize.static import quantize_static
-from ptq.tune import choose_method
+from ptq.tune import choose_hybrid, choose_method
 from ptq.write.atomic import transaction
 from ptq.write.onnx_file import data_path, serialize, write_onnx
 from ptq.write.oplist import OpList, build_oplist, optimized_graph, write_oplist
@@ -62,6 +63,22 @@ def resolve_outputs(source: Path, config: Config) -> OutputPaths:
     return outputs
 
 
+def _smooth(model, config: Config, report: Progress) -> tuple[Config, str | None]:
+    """Apply SmoothQuant in place where it is free (``ptq.smooth``); the Muls that now hold
+    per-channel constants are kept float (an int8 kernel would quantize the constant away)."""
+    groups = smooth.find_groups(model)
+    if not groups:
+        return config, None
+    report("smooth", 0, 0)
+    absmax = smooth.channel_absmax(
+        model, [g.activation for g in groups], config.calibration_data, config.calibration_samples, config.image_format
+    )
+    applied = smooth.apply(model, groups, absmax, config.smoothquant)
+    keep_float = tuple(g.producer for g in groups if g.activation in applied)
+    note = f"SmoothQuant (alpha {config.smoothquant:g}) moved activation outliers into {len(applied)} MatMul weight(s)"
+    return dataclasses.replace(config, exclude=config.exclude + keep_float), note
+
+
 def convert(path: str | Path, config: Config | None = None, progress: Progress | None = None) -> ConvertResult:
     """Quantize the float32 ONNX model at ``path`` to int8 and write the outputs.
 
@@ -87,6 +104,10 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     samples = 0
     method_used, method_note = config.calibration_method, None
     if config.static:
+        if config.smoothquant is not None and config.calibration_data is not None:
+            config, smooth_note = _smooth(model, config, report)
+            if smooth_note:
+                loaded.notes.append(smooth_note)
         plan = make_plan(model, config)
         if config.load_ranges is not None:
             ranges = load_ranges(config.load_ranges, plan.activations)
@@ -118,6 +139,12 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
             )
         if config.save_ranges is not None:
             save_ranges(ranges, method_used, config.percentile, samples, config.save_ranges)
+        if config.auto_hybrid and config.calibration_data is not None:
+            report("choose hybrid", 0, 0)
+            hybrid = choose_hybrid(model, plan, ranges, config, config.calibration_data)
+            config, plan = hybrid.config, hybrid.plan
+            if hybrid.describe():
+                loaded.notes.append(hybrid.describe())
         report("quantize", 0, 0)
         quantized = quantize_static(model, plan, ranges, config)
         decisions = plan.decisions

@@ -16,6 +16,7 @@ to get identical bytes across machines.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ from ptq.calibrate.data import input_specs, iter_samples
 from ptq.calibrate.runner import choose_range, session
 from ptq.config import CalibrationMethod, Config
 from ptq.graph import byte_size
-from ptq.quantize.plan import Plan
+from ptq.graph import producers
+from ptq.quantize.plan import HYBRID, WEIGHTED, Plan, make_plan
 from ptq.quantize.static import quantize_static
 
 # The estimators auto chooses between, in tie-break order (percentile: the best on most models).
@@ -116,3 +118,75 @@ def choose_method(
             progress(done + 1, len(CANDIDATES))
     assert best is not None
     return MethodChoice(best[1], best[2], tuple(trials), len(feeds))
+
+
+# A group of MatMuls goes hybrid only when that lifts the output SQNR by at least this much.
+HYBRID_GAIN_DB = 1.0
+
+
+@dataclass(frozen=True)
+class HybridChoice:
+    config: Config  # with the chosen nodes added to ``hybrid``
+    plan: Plan
+    trials: tuple[tuple[str, int, float], ...]  # (producer op type, nodes, score dB)
+    base_score: float
+    kept: tuple[str, ...]  # producer op types whose MatMuls went hybrid
+
+    def describe(self) -> str | None:
+        if not self.trials:
+            return None
+        tried = ", ".join(f"{op}-fed x{n}: {score:.1f} dB" for op, n, score in self.trials)
+        kept = ", ".join(self.kept) or "none"
+        return (
+            f"hybrid MatMuls by input producer: {self.base_score:.1f} dB all int8; {tried}; "
+            f"kept hybrid: {kept} (a group needs +{HYBRID_GAIN_DB:g} dB)"
+        )
+
+
+def hybrid_groups(model: onnx.ModelProto, plan: Plan) -> dict[str, list[str]]:
+    """int8 weighted MatMul/Gemm nodes grouped by the op type producing their activation input.
+
+    Transformers repeat the same blocks, so "the MatMuls fed by a GELU Mul" or "... by a
+    LayerNormalization" are few groups that behave alike; scoring groups instead of single
+    nodes keeps the search to a handful of trial conversions.
+    """
+    made_by = producers(model.graph)
+    groups: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        decision = plan.decisions.get(node.name)
+        if node.op_type not in ("MatMul", "Gemm") or node.name not in plan.weights or not decision or decision.role != WEIGHTED:
+            continue
+        producer = made_by.get(node.input[0])
+        groups.setdefault(producer.op_type if producer is not None else "input", []).append(node.name)
+    return groups
+
+
+def choose_hybrid(
+    model: onnx.ModelProto, plan: Plan, ranges: Ranges, config: Config, data_dir: Path
+) -> HybridChoice:
+    """Greedily run groups of MatMuls with hybrid kernels where that measurably pays."""
+    groups = hybrid_groups(model, plan) if byte_size(model) <= MAX_MODEL_BYTES else {}
+    if not groups:
+        return HybridChoice(config, plan, (), math.nan, ())
+    limit = min(SCORING_SAMPLES, config.calibration_samples or SCORING_SAMPLES)
+    feeds = list(iter_samples(data_dir, input_specs(model), limit, config.image_format))
+    reference = _float_outputs(session(model, threads=1), feeds)
+
+    def score(candidate_plan: Plan, candidate_config: Config) -> float:
+        candidate = quantize_static(copy.deepcopy(model), candidate_plan, ranges, candidate_config)
+        return output_score(reference, _float_outputs(session(candidate, threads=1), feeds))
+
+    best_config, best_plan = config, plan
+    best = score(plan, config)
+    base, trials, kept = best, [], []
+    for op_type, names in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
+        trial_config = dataclasses.replace(best_config, hybrid=best_config.hybrid + tuple(names))
+        trial_plan = make_plan(model, trial_config)
+        if not set(trial_plan.activations) <= set(ranges):
+            continue
+        got = score(trial_plan, trial_config)
+        trials.append((op_type, len(names), got))
+        if got >= best + HYBRID_GAIN_DB:
+            best, best_config, best_plan = got, trial_config, trial_plan
+            kept.append(op_type)
+    return HybridChoice(best_config, best_plan, tuple(trials), base, tuple(kept))

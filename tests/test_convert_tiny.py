@@ -127,8 +127,11 @@ def test_static_embeddings_are_int8_and_hybrid_is_honoured(tmp_path):
     assert kinds["fc1"].runs_as == "QLinearMatMul" or kinds["fc1"].kernel == "int8"
     assert kinds["fc2"].kernel == "hybrid"
     quantized = onnx.load(str(result.outputs.onnx))
-    tables = [t for t in quantized.graph.initializer if t.name == "table/int8"]
-    assert tables and tables[0].data_type == onnx.TensorProto.INT8
+    inits = {t.name: t for t in quantized.graph.initializer}
+    # One int8 row per table row, and one scale per row, gathered with the same ids.
+    assert inits["table/int8_rows"].data_type == onnx.TensorProto.INT8
+    rows = inits["table/int8_rows"].dims[0]
+    assert list(inits["table/row_scale"].dims) == [rows, 1]
     assert result.size_ratio < 0.4
     feed = {"ids": np.array([[1, 7, 499, 0]], np.int64)}
     assert qmath.cosine(run(model, feed), run(result.outputs.onnx, feed)) > 0.99

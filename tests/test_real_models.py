@@ -126,3 +126,24 @@ def test_minilm_dynamic_keeps_sentence_embeddings(tmp_path):
         cosines.append(qmath.cosine(a, b))
     # Measured: mean 0.9926, worst 0.9887 of 32 held-out sentences (issue 5 tracks the worst case).
     assert np.mean(cosines) >= 0.99 and min(cosines) >= 0.985
+
+
+@pytest.mark.models
+def test_minilm_static_keeps_sentence_embeddings(tmp_path):
+    """Issue 5's target: static int8 MiniLM keeps the mean sentence-embedding cosine >= 0.99."""
+    model = zoo.fetch_model("minilm-l6")
+    calib = tmp_path / "calib"
+    zoo.write_calibration_dir("minilm-l6", calib, "calib")
+    result = ptq.convert(model, ptq.Config(output=tmp_path / "minilm.static.onnx", calibration_data=calib))
+    assert result.size_ratio <= 0.30
+    # The measured choice puts the GELU-fed down-projections on hybrid kernels; the rest is int8.
+    assert any("kept hybrid: Mul" in note for note in result.notes)
+    assert result.oplist.summary()["int8"] >= 24
+    feeds = zoo.inputs("minilm-l6", "eval", 32)
+    ref, quant = session(model), session(result.outputs.onnx)
+    cosines = [
+        qmath.cosine(mean_pooled(ref.run(None, f)[0], f["attention_mask"]), mean_pooled(quant.run(None, f)[0], f["attention_mask"]))
+        for f in feeds
+    ]
+    # Measured on an AVX2 EPYC: mean 0.9911 over 32 held-out sentences.
+    assert np.mean(cosines) >= 0.99

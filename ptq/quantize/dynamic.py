@@ -22,11 +22,12 @@ import onnx
 from onnx import TensorProto, helper
 
 from ptq.config import Config, Scheme
-from ptq.graph import attr, has_subgraph, initializers
+from ptq import qmath
+from ptq.graph import attr, has_subgraph, initializers, to_array
 from ptq.quantize import kernels
 from ptq.quantize.plan import HYBRID, WEIGHT_ONLY, Decision, is_excluded, weight_axis
 from ptq.quantize.rewrite import GraphBuilder, finish
-from ptq.quantize.weights import WeightStore
+from ptq.quantize.weights import WeightStore, require_finite
 
 # Small tensors are not worth an extra node: LayerNorm gammas, tiny heads.
 MIN_WEIGHT_ELEMENTS = 256
@@ -124,12 +125,33 @@ def _weight_only(node, inits, store: WeightStore, config: Config) -> list[onnx.N
 
 
 def int8_gather(node, store: WeightStore, builder: GraphBuilder) -> list[onnx.NodeProto]:
-    """Gather int8 rows, then dequantize the gathered rows only (per-tensor scale: a per-row
-    scale would need its own Gather)."""
-    w = store.int8(node.input[0], None)
-    gathered = builder.unique(f"{node.output[0]}/int8")
-    new_node = onnx.NodeProto()
-    new_node.CopyFrom(node)
-    new_node.input[0] = w.q
-    new_node.output[0] = gathered
-    return [new_node, builder.dequantize_node(gathered, w.scale, w.zero_point, node.output[0])]
+    """Gather int8 rows, then dequantize the gathered rows only.
+
+    A 2-D table gathered along axis 0 (an embedding) gets one scale per row, gathered with the
+    same indices: rows differ in magnitude (position embeddings by 10x in MiniLM), and one
+    per-tensor scale cost them 10 dB. Rows are full 8-bit: no u8 x s8 kernel reads them, so
+    ``reduce_range`` has no reason to apply. Other tables keep a per-tensor scale.
+    """
+    table = node.input[0]
+    dims = list(store.inits[table].dims)
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    if len(dims) != 2 or axis not in (0, -2):
+        w = store.int8(table, None)
+        gathered = builder.unique(f"{node.output[0]}/int8")
+        new_node = onnx.NodeProto()
+        new_node.CopyFrom(node)
+        new_node.input[0] = w.q
+        new_node.output[0] = gathered
+        return [new_node, builder.dequantize_node(gathered, w.scale, w.zero_point, node.output[0])]
+    values = require_finite(table, to_array(store.inits[table]).astype(np.float32))
+    q, scale, _ = qmath.quantize_weight(values, np.int8, symmetric=True, axis=0, reduce_range=False)
+    rows_q = builder.constant(f"{table}/int8_rows", q)
+    row_scales = builder.constant(f"{table}/row_scale", scale.astype(np.float32).reshape(-1, 1))
+    name = node.name or node.output[0]
+    gathered, as_float, scales = (builder.unique(f"{node.output[0]}/{part}") for part in ("int8", "float_int8", "row_scale"))
+    return [
+        helper.make_node("Gather", [rows_q, node.input[1]], [gathered], name=node.name, axis=0),
+        helper.make_node("Cast", [gathered], [as_float], name=builder.unique(f"{name}/Cast"), to=onnx.TensorProto.FLOAT),
+        helper.make_node("Gather", [row_scales, node.input[1]], [scales], name=builder.unique(f"{name}/scale"), axis=0),
+        helper.make_node("Mul", [as_float, scales], [node.output[0]], name=builder.unique(f"{name}/Mul")),
+    ]

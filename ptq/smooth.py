@@ -1,0 +1,163 @@
+"""SmoothQuant: move per-channel activation outliers into the weights of the MatMul that reads them.
+
+A MatMul ``Y = X W`` gives the same ``Y`` for ``X' = X / s`` (per input channel ``j``) and
+``W' = diag(s) W``. With ``s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)`` the few channels that
+dominate ``X``'s per-tensor int8 range shrink, and ``W``'s per-output-channel int8 scales absorb
+them (Xiao et al., SmoothQuant, 2023).
+
+``X / s`` must cost nothing at run time, so it is folded into the constant of the ``Mul`` that
+produces ``X`` (in BERT-style models, the last ``* 0.5`` of the GELU before each feed-forward
+down-projection, exactly where per-tensor activation ranges fail). That is only exact when every
+reader of ``X`` is such a MatMul; other producers (a LayerNormalization whose output also feeds
+a residual Add, say) are left alone. The folded ``Mul`` now holds a per-channel vector, which an
+int8 elementwise kernel would quantize away, so it is returned to be kept float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ptq.calibrate.data import input_specs, iter_samples
+from ptq.calibrate.runner import session, with_outputs
+from ptq.config import ImageFormat
+from ptq.errors import CalibrationDataError
+from ptq.graph import consumers, initializers, ort_error_line, producers
+
+
+@dataclass(frozen=True)
+class SmoothGroup:
+    """One activation tensor, the Mul whose constant produces it, and the MatMuls reading it."""
+
+    activation: str
+    producer: str  # name of the Mul node
+    constant: str  # the Mul's constant operand (an initializer)
+    weights: tuple[str, ...]  # the [K, N] weight initializers of the reading MatMuls
+
+
+def find_groups(model: onnx.ModelProto) -> list[SmoothGroup]:
+    """Activations SmoothQuant can rescale for free (see the module docstring); graph order."""
+    graph = model.graph
+    inits = initializers(graph)
+    made_by = producers(graph)
+    read_by = consumers(graph)
+    outputs = {o.name for o in graph.output}
+    groups = []
+    for node in graph.node:
+        if node.op_type != "MatMul" or len(node.input) != 2 or node.input[1] not in inits:
+            continue
+        activation = node.input[0]
+        if activation in outputs or any(g.activation == activation for g in groups):
+            continue
+        readers = read_by.get(activation, [])
+        if not readers or not all(_reads_as_matmul_input(r, activation, inits) for r in readers):
+            continue
+        producer = made_by.get(activation)
+        constant = _mul_constant(producer, inits) if producer is not None else None
+        if constant is None or len(read_by.get(producer.output[0], [])) != len(readers):
+            continue
+        weights = tuple(r.input[1] for r in readers)
+        if any(read_by.get(w, []) and len(read_by[w]) != 1 for w in weights) or len(set(weights)) != len(weights):
+            continue  # a weight shared with another node cannot be rescaled for this one alone
+        channels = inits[readers[0].input[1]].dims[0]
+        shape = tuple(inits[constant].dims)
+        if any(inits[r.input[1]].dims[0] != channels for r in readers) or int(np.prod(shape or (1,))) not in (1, channels):
+            continue
+        groups.append(SmoothGroup(activation, producer.name, constant, weights))
+    return groups
+
+
+def _reads_as_matmul_input(node: onnx.NodeProto, tensor: str, inits) -> bool:
+    return (
+        node.op_type == "MatMul"
+        and node.input[0] == tensor
+        and node.input[1] in inits
+        and len(inits[node.input[1]].dims) == 2
+        and inits[node.input[1]].data_type == onnx.TensorProto.FLOAT
+    )
+
+
+def _mul_constant(node: onnx.NodeProto, inits) -> str | None:
+    """The float initializer operand of a two-input Mul whose other operand is not constant."""
+    if node.op_type != "Mul" or len(node.input) != 2:
+        return None
+    a, b = node.input
+    for const, other in ((b, a), (a, b)):
+        if const in inits and other not in inits and inits[const].data_type == onnx.TensorProto.FLOAT:
+            return const
+    return None
+
+
+def _unique_name(base: str, taken) -> str:
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+def smoothing_scales(act_absmax: np.ndarray, weight_absmax: np.ndarray, alpha: float) -> np.ndarray:
+    """``s_j = act_j^alpha / w_j^(1-alpha)``, 1 where either side is zero or not finite."""
+    act = np.asarray(act_absmax, dtype=np.float64)
+    w = np.asarray(weight_absmax, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        s = np.power(act, alpha) / np.power(w, 1.0 - alpha)
+    ok = np.isfinite(s) & (s > 0) & (act > 0) & (w > 0)
+    return np.where(ok, s, 1.0).astype(np.float32)
+
+
+def channel_absmax(
+    model: onnx.ModelProto,
+    tensors: list[str],
+    data_dir: Path,
+    limit: int | None,
+    image_format: ImageFormat | None,
+) -> dict[str, np.ndarray]:
+    """max |x| per last-axis channel of each tensor over the calibration samples (fixed-size state)."""
+    with with_outputs(model, tensors) as observed:
+        sess = session(observed)
+    names = [o.name for o in sess.get_outputs()]
+    wanted = [n for n in names if n in set(tensors)]
+    absmax: dict[str, np.ndarray] = {}
+    for index, feed in enumerate(iter_samples(data_dir, input_specs(model), limit, image_format)):
+        try:
+            values = sess.run(wanted, feed)
+        except Exception as exc:
+            raise CalibrationDataError(f"sample {index + 1}: onnxruntime failed on it: {ort_error_line(exc)}") from None
+        for name, value in zip(wanted, values):
+            flat = np.abs(np.nan_to_num(value.reshape(-1, value.shape[-1]), nan=0.0, posinf=0.0, neginf=0.0))
+            seen = flat.max(axis=0) if flat.size else np.zeros(value.shape[-1], np.float32)
+            absmax[name] = seen if name not in absmax else np.maximum(absmax[name], seen)
+    return absmax
+
+
+def apply(model: onnx.ModelProto, groups: Iterable[SmoothGroup], absmax: dict[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
+    """Rescale each group in place; returns the scales applied, by activation tensor."""
+    inits = initializers(model.graph)
+    applied = {}
+    for group in groups:
+        if group.activation not in absmax:
+            continue
+        weights = [numpy_helper.to_array(inits[w]) for w in group.weights]
+        w_absmax = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
+        s = smoothing_scales(absmax[group.activation], w_absmax, alpha)
+        constant = numpy_helper.to_array(inits[group.constant]).astype(np.float32)
+        folded = (np.broadcast_to(constant.reshape(-1), s.shape) / s).astype(np.float32)
+        # Keep the constant's rank so broadcasting against the activation is unchanged.
+        shape = (1,) * max(len(constant.shape) - 1, 0) + (s.shape[0],)
+        # The constant may be shared (onnxruntime's folding merges equal constants, e.g. every
+        # GELU's 0.5): this Mul gets a constant of its own.
+        own = _unique_name(f"{group.constant}/smoothed", inits)
+        tensor = numpy_helper.from_array(folded.reshape(shape), own)
+        model.graph.initializer.append(tensor)
+        inits[own] = model.graph.initializer[-1]
+        mul = next(n for n in model.graph.node if n.name == group.producer)
+        mul.input[list(mul.input).index(group.constant)] = own
+        for name, w in zip(group.weights, weights):
+            inits[name].CopyFrom(numpy_helper.from_array((w * s[:, None]).astype(np.float32), name))
+        applied[group.activation] = s
+    return applied

@@ -1,0 +1,69 @@
+"""SmoothQuant (ptq.smooth): the rescaling is exact in float, and only applied where it is free."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from ptq import smooth
+
+
+def _model(shared_constant: bool = False, extra_reader: bool = False) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(8, 16)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(16, 4)).astype(np.float32), "w2")
+    half = numpy_helper.from_array(np.array(0.5, np.float32), "half")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Mul", ["h", "half"], ["g"], name="act"),
+        helper.make_node("MatMul", ["g", "w2"], ["y"], name="fc2"),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if shared_constant:  # a second Mul reading the same constant (as after onnxruntime's folding)
+        nodes.append(helper.make_node("Mul", ["y", "half"], ["y2"], name="other"))
+        outputs.append(helper.make_tensor_value_info("y2", TensorProto.FLOAT, None))
+    if extra_reader:  # g also feeds a non-MatMul: rescaling g would change that output
+        nodes.append(helper.make_node("Relu", ["g"], ["r"], name="relu"))
+        outputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, None))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])], outputs, [w1, w2, half]
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _run(model, x):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})
+
+
+def test_smoothing_scales_follow_the_formula_and_guard_zeros():
+    s = smooth.smoothing_scales(np.array([4.0, 9.0, 0.0]), np.array([1.0, 4.0, 2.0]), 0.5)
+    np.testing.assert_allclose(s, [2.0, 1.5, 1.0])
+
+
+def test_rescaling_is_exact_in_float_even_with_a_shared_constant():
+    model = _model(shared_constant=True)
+    x = np.random.default_rng(1).normal(size=(2, 8)).astype(np.float32) * 10
+    before = _run(model, x)
+    groups = smooth.find_groups(model)
+    assert [g.activation for g in groups] == ["g"]
+    absmax = {"g": np.abs(_intermediate(model, x)).max(axis=0)}
+    applied = smooth.apply(model, groups, absmax, 0.5)
+    assert not np.allclose(applied["g"], 1.0)
+    after = _run(model, x)
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_not_applied_where_another_op_reads_the_activation():
+    assert smooth.find_groups(_model(extra_reader=True)) == []
+
+
+def _intermediate(model, x):
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(helper.make_tensor_value_info("g", TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(["g"], {"x": x})[0]
