@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ptq import __version__, loader, smooth
 from ptq.loader import SourceNode
-from ptq.calibrate.range_file import load_ranges, save_ranges
+from ptq.calibrate.range_file import load_ranges, save_ranges, saved_hybrid
 from ptq.calibrate.runner import calibrate, observe
 from ptq.config import CalibrationMethod, Config, OutputPaths
 from ptq.errors import OutputError
@@ -108,6 +108,8 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
             config, smooth_note = _smooth(model, config, report)
             if smooth_note:
                 loaded.notes.append(smooth_note)
+        if config.load_ranges is not None:
+            config = dataclasses.replace(config, hybrid=config.hybrid + saved_hybrid(config.load_ranges))
         plan = make_plan(model, config)
         if config.load_ranges is not None:
             ranges = load_ranges(config.load_ranges, plan.activations)
@@ -137,14 +139,14 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
                 progress=lambda done, total: report("calibrate", done, total),
                 image_format=config.image_format,
             )
-        if config.save_ranges is not None:
-            save_ranges(ranges, method_used, config.percentile, samples, config.save_ranges)
-        if config.auto_hybrid and config.calibration_data is not None:
+        if config.auto_hybrid and config.calibration_data is not None and config.load_ranges is None:
             report("choose hybrid", 0, 0)
             hybrid = choose_hybrid(model, plan, ranges, config, config.calibration_data)
             config, plan = hybrid.config, hybrid.plan
             if hybrid.describe():
                 loaded.notes.append(hybrid.describe())
+        if config.save_ranges is not None:
+            save_ranges(ranges, method_used, config.percentile, samples, config.save_ranges, config.hybrid)
         report("quantize", 0, 0)
         quantized = quantize_static(model, plan, ranges, config)
         decisions = plan.decisions

@@ -24,22 +24,41 @@ VERSION = 1
 
 
 def save_ranges(
-    ranges: dict[str, tuple[float, float]], method: CalibrationMethod, percentile: float, samples: int, path: Path
+    ranges: dict[str, tuple[float, float]],
+    method: CalibrationMethod,
+    percentile: float,
+    samples: int,
+    path: Path,
+    hybrid: tuple[str, ...] = (),
 ) -> None:
-    """Write ``ranges`` and how they were chosen (the method auto picked, when it was auto)."""
+    """Write ``ranges`` and how they were chosen (the method auto picked, when it was auto), and
+    the nodes run hybrid, so that a rerun from the file builds the same model without data."""
     document = {
         "format": FORMAT,
         "version": VERSION,
         "method": method.value,
         "percentile": percentile,
+        "hybrid": list(hybrid),
         "samples": samples,
         "ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(ranges.items())},
     }
     write_bytes(Path(path), (json.dumps(document, indent=1) + "\n").encode())
 
 
+def saved_hybrid(path: Path) -> tuple[str, ...]:
+    """The nodes the saved run put on hybrid kernels (empty for files without the key)."""
+    hybrid = _read(path).get("hybrid", [])
+    if not isinstance(hybrid, list) or not all(isinstance(n, str) for n in hybrid):
+        raise CalibrationDataError(f"{path}: 'hybrid' is not a list of node names")
+    return tuple(hybrid)
+
+
 def load_ranges(path: Path, needed: list[str]) -> dict[str, tuple[float, float]]:
     """Ranges from ``path`` for every tensor in ``needed``."""
+    return _check_table(path, _read(path), needed)
+
+
+def _read(path: Path) -> dict:
     try:
         document = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -50,6 +69,10 @@ def load_ranges(path: Path, needed: list[str]) -> dict[str, tuple[float, float]]
         raise CalibrationDataError(f"{path}: not a ptq ranges file (written by --save-ranges)")
     if document.get("version") != VERSION:
         raise CalibrationDataError(f"{path}: ranges file version {document.get('version')!r}, this ptq reads {VERSION}")
+    return document
+
+
+def _check_table(path: Path, document: dict, needed: list[str]) -> dict[str, tuple[float, float]]:
     ranges: dict[str, tuple[float, float]] = {}
     table = document["ranges"]
     for name in needed:
