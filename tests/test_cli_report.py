@@ -237,3 +237,18 @@ def test_synthesized_inputs_that_cannot_run_say_so(tmp_path):
     assert code == errors.EXIT_BAD_CALIBRATION
     assert "the outputs were written, but measuring them failed" in stderr and "--eval-data DIR" in stderr
     assert files(tmp_path) == ["fixed.int8.onnx", "fixed.int8.ops.json", "fixed.onnx"]
+
+
+def test_one_file_of_many_samples_calibrates_and_measures(tmp_path):
+    """A single .npz with samples stacked on a new axis 0: calibration and the fidelity
+    measurement both read it sample by sample, and count samples, not files."""
+    feeds = zoo.inputs("ppocr-cls", "calib", 5)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    np.savez(calib / "all.npz", x=np.stack([f["x"] for f in feeds]))
+    code, stdout, stderr = real.invoke(
+        "convert", zoo.fetch_model("ppocr-cls"), "-c", calib, "-o", tmp_path / "cls.onnx", "--no-ort", "--no-bench",
+    )  # fmt: skip
+    assert code == 0, stdout + stderr
+    assert "calibrated on 5 samples" in stdout
+    assert "measured on 5 calibration samples" in stdout

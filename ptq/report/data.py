@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ptq.calibrate.data import InputSpec, input_specs, read_sample, sample_files
+from ptq.calibrate.data import InputSpec, Samples, input_specs
 from ptq.config import ImageFormat
 from ptq.errors import CalibrationDataError, UnsupportedModelError
 
@@ -37,25 +37,25 @@ class EvalData:
     source: str  # eval | calibration | synthesized
     specs: list[InputSpec]
     path: Path | None = None
-    files: tuple[Path, ...] = ()
+    count: int = 0  # samples in the folder (a file may hold many), up to the limit
     synthesized: tuple[dict[str, np.ndarray], ...] = field(default=(), repr=False)
     option: str = "--eval-data"  # named in error messages
     image_format: ImageFormat | None = None  # how image files in the folder become inputs
 
     @property
     def samples(self) -> int:
-        return len(self.files) if self.source != SYNTHESIZED else len(self.synthesized)
+        return self.count if self.source != SYNTHESIZED else len(self.synthesized)
 
     def feeds(self, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
         """The samples as feed dicts, read lazily and checked against the model's inputs."""
         if self.source == SYNTHESIZED:
             yield from self.synthesized[:limit]
             return
-        for path in self.files[:limit]:
-            try:
-                yield read_sample(path, self.specs, self.image_format)
-            except CalibrationDataError as exc:
-                raise CalibrationDataError(f"{self.option} {self.path}: {exc}") from None
+        limit = self.count if limit is None else min(limit, self.count)
+        try:
+            yield from Samples(self.path, self.specs, limit, self.image_format)
+        except CalibrationDataError as exc:
+            raise CalibrationDataError(f"{self.option} {self.path}: {exc}") from None
 
     def first(self) -> dict[str, np.ndarray]:
         return next(self.feeds(1))
@@ -97,10 +97,10 @@ def from_folder(folder: Path, specs: list[InputSpec], source: str, limit: int | 
     if not folder.exists():
         raise CalibrationDataError(f"{option} {folder}: no such folder")
     try:
-        files = tuple(sample_files(folder)[:limit])
+        count = len(Samples(folder, specs, limit, image_format))
     except CalibrationDataError as exc:
-        raise CalibrationDataError(f"{option} {exc}") from None
-    data = EvalData(source, specs, folder, files, option=option, image_format=image_format)
+        raise CalibrationDataError(f"{option} {folder}: {exc}") from None
+    data = EvalData(source, specs, folder, count, option=option, image_format=image_format)
     data.first()  # fail early, before any long measurement, if the data does not fit the model
     return data
 
