@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from ptq import __version__, loader, smooth
+from ptq import __version__, bias_correction, loader, smooth
 from ptq.loader import SourceNode
 from ptq.calibrate.range_file import load_ranges, save_ranges, saved_hybrid
 from ptq.calibrate.runner import calibrate, observe
@@ -147,6 +147,10 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
                 loaded.notes.append(hybrid.describe())
         if config.save_ranges is not None:
             save_ranges(ranges, method_used, config.percentile, samples, config.save_ranges, config.hybrid)
+        if config.bias_correction and config.calibration_data is not None:
+            report("bias correction", 0, 0)
+            corrected = bias_correction.apply(model, plan, config, config.calibration_data)
+            loaded.notes.append(f"bias correction: {corrected} layer(s) corrected for the mean output shift of their int8 weights")
         report("quantize", 0, 0)
         quantized = quantize_static(model, plan, ranges, config)
         decisions = plan.decisions
