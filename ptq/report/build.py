@@ -285,7 +285,10 @@ def _measure_pair_unchecked(report: Report, paths: tuple[Path, Path], progress: 
         report.fidelity = compare_outputs(paths[0], paths[1], data, threads=options.threads, labels=labels,
                                           progress=progress)  # fmt: skip
         if report.fidelity.top1 is None:
-            report.missing["top1"] = "does not apply: no output looks like class scores ([N, classes])"
+            report.missing["top1"] = (
+                "does not apply: no output looks like class scores ([N, classes] with classes >= 2, holding"
+                " softmax or log-softmax rows, or named like logits/probs/scores)"
+            )
     if options.layers and data is not None:
         report.layers = layer_errors(paths[0], paths[1], data, threads=options.threads, progress=progress)
     if options.latency and data is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -231,15 +232,59 @@ def time_models(
 
 
 def class_axis(shape: Sequence[int]) -> int | None:
-    """The class axis when an output looks like class scores, else None.
+    """Axis 1 when an output is shaped like class scores, ``[N, C]`` (or ``[N, C, 1, 1]``) with
+    C >= 2, else None.
 
-    Class scores: rank >= 2 and exactly one axis after the first (batch) has 2 or more entries,
-    as ``[N, classes]`` or ``[N, classes, 1, 1]``. Maps, sequences and embeddings do not qualify.
+    The classes must be the axis right after the batch, and every later axis must have one
+    entry: a recurrent state ``[1, 1, 128]``, a sequence ``[N, T, C]``, a map ``[N, 1, H, W]``,
+    a per-frame score ``[T]`` or a single score ``[N, 1]`` do not qualify. The shape is
+    necessary, not sufficient: ``class_scores`` also looks at the values and the name.
     """
-    if len(shape) < 2:
+    if len(shape) < 2 or shape[1] < 2 or any(d != 1 for d in shape[2:]):
         return None
-    wide = [axis for axis in range(1, len(shape)) if shape[axis] >= 2]
-    return wide[0] if len(wide) == 1 else None
+    return 1
+
+
+# Name tokens that say an output holds class scores (split on non-letters and camelCase).
+CLASS_SCORE_NAMES = frozenset(
+    {"logit", "logits", "prob", "probs", "probability", "probabilities", "score", "scores", "class", "classes",
+     "cls", "label", "labels", "softmax"}  # fmt: skip
+)
+SOFTMAX_TOLERANCE = 1e-3  # how far from 1 a row of probabilities may sum (float32 rounding, fused kernels)
+
+SOFTMAX_ROWS = "softmax rows"
+LOG_SOFTMAX_ROWS = "log-softmax rows"
+NAMED = "named like class scores"
+
+
+def name_tokens(name: str) -> set[str]:
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", name)
+    return {t.lower() for t in re.split(r"[^A-Za-z]+", spaced) if t}
+
+
+def class_scores(name: str, ref: np.ndarray) -> str | None:
+    """Why the reference output ``ref`` (one sample) counts as class scores, or None.
+
+    It must be shaped ``[N, C]`` with C >= 2 (``class_axis``) and either hold probabilities
+    (every row of the reference in [0, 1] summing to 1 within 1e-3: a softmax), log-probabilities
+    (every row's logsumexp within 1e-3 of 0: a log-softmax), or be named like class scores
+    (a token of ``CLASS_SCORE_NAMES`` in its name, for raw logits). Top-1 agreement of anything
+    else (an embedding, a recurrent state, a regression head) would be a number without meaning.
+    """
+    axis = class_axis(ref.shape)
+    if axis is None or ref.dtype.kind != "f" or ref.size == 0:
+        return None
+    r = ref.astype(np.float64)
+    if not np.all(np.isfinite(r)):
+        return NAMED if name_tokens(name) & CLASS_SCORE_NAMES else None
+    if r.min() >= -1e-6 and r.max() <= 1 + 1e-6 and np.all(np.abs(r.sum(axis=axis) - 1) <= SOFTMAX_TOLERANCE):
+        return SOFTMAX_ROWS
+    if r.max() <= 1e-6:
+        peak = r.max(axis=axis, keepdims=True)
+        lse = np.log(np.exp(r - peak).sum(axis=axis, keepdims=True)) + peak
+        if np.all(np.abs(lse) <= SOFTMAX_TOLERANCE):
+            return LOG_SOFTMAX_ROWS
+    return NAMED if name_tokens(name) & CLASS_SCORE_NAMES else None
 
 
 @dataclass
@@ -253,6 +298,7 @@ class _OutputAccumulator:
     top1_same: int = 0
     top1_rows: int = 0
     top1_applies: bool | None = None
+    top1_basis: str | None = None  # why the output counts as class scores (``class_scores``)
     comparable: bool = True
 
     def add(self, ref: np.ndarray, test: np.ndarray) -> None:
@@ -269,10 +315,15 @@ class _OutputAccumulator:
         self.noise += float(np.dot(err, err))
         if err.size:
             self.max_abs = max(self.max_abs, float(np.max(np.abs(err))))
-        axis = class_axis(ref.shape)
-        applies = axis is not None
-        self.top1_applies = applies if self.top1_applies is None else (self.top1_applies and applies)
-        if applies:
+        basis = class_scores(self.name, ref)  # every sample must qualify
+        if basis is None:
+            self.top1_applies = False
+        elif self.top1_applies is None:
+            self.top1_applies, self.top1_basis = True, basis
+        elif basis != self.top1_basis:  # the values qualified on some samples only: the name did it
+            self.top1_basis = NAMED
+        if self.top1_applies:
+            axis = class_axis(ref.shape)
             ra, ta = np.argmax(ref, axis=axis).ravel(), np.argmax(test, axis=axis).ravel()
             self.top1_same += int(np.count_nonzero(ra == ta))
             self.top1_rows += int(ra.size)
@@ -296,6 +347,7 @@ class _OutputAccumulator:
             self.max_abs,
             top1,
             self.top1_rows if top1 is not None else 0,
+            self.top1_basis if top1 is not None else None,
         )
 
 
@@ -307,7 +359,8 @@ class OutputFidelity:
     worst sample; ``sqnr_db`` is pooled: 10 log10(sum of squared reference values / sum of
     squared errors) over all samples; ``max_abs_error`` the largest absolute difference seen;
     ``top1`` the fraction of rows whose argmax agrees (None unless the output looks like class
-    scores, see ``class_axis``). All None when the output is not a float tensor of equal shape.
+    scores, see ``class_scores``; ``top1_basis`` says why it does). All None when the output is
+    not a float tensor of equal shape.
     """
 
     name: str
@@ -318,6 +371,7 @@ class OutputFidelity:
     max_abs_error: float | None
     top1: float | None
     top1_rows: int = 0
+    top1_basis: str | None = None
 
     def to_json(self) -> dict:
         return {
@@ -329,6 +383,7 @@ class OutputFidelity:
             "max_abs_error": self.max_abs_error,
             "top1": self.top1,
             "top1_rows": self.top1_rows,
+            "top1_basis": self.top1_basis,
         }
 
 
@@ -368,6 +423,12 @@ class Fidelity:
     def top1(self) -> float | None:
         return self._worst("top1")
 
+    @property
+    def top1_output(self) -> OutputFidelity | None:
+        """The output the headline top-1 agreement was computed on (the worst one), or None."""
+        scored = [o for o in self.outputs if o.top1 is not None]
+        return min(scored, key=lambda o: o.top1) if scored else None
+
     def to_json(self) -> dict:
         return {
             "cosine": self.cosine,
@@ -375,6 +436,7 @@ class Fidelity:
             "sqnr_db": self.sqnr_db,
             "max_abs_error": self.max_abs_error,
             "top1": self.top1,
+            "top1_output": self.top1_output.name if self.top1_output else None,
             "outputs": [o.to_json() for o in self.outputs],
         }
 

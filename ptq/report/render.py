@@ -59,14 +59,23 @@ def fmt_top1(value: float | None, rows: int | None = None) -> str:
     return f"{text} of {rows}" if rows else text
 
 
+def top1_text(fid) -> str:
+    """The headline top-1 agreement with the output it was computed on: "93.8% of 16 on prob
+    (softmax rows)", or "n/a" when no output looks like class scores."""
+    o = fid.top1_output
+    if o is None:
+        return "n/a"
+    basis = f" ({o.top1_basis})" if o.top1_basis else ""
+    return f"{fmt_top1(o.top1, o.top1_rows)} on {o.name}{basis}"
+
+
 def fidelity_line(report: Report) -> str:
     fid = report.fidelity
     if fid is None:
         return "not measured"
-    rows = sum(o.top1_rows for o in fid.outputs if o.top1 is not None)
     return (
         f"cosine {fmt_cosine(fid.cosine)} (worst sample {fmt_cosine(fid.cosine_min)}), SQNR {fmt_db(fid.sqnr_db)},"
-        f" max abs error {fmt_err(fid.max_abs_error)}, top-1 {fmt_top1(fid.top1, rows)}"
+        f" max abs error {fmt_err(fid.max_abs_error)}, top-1 {top1_text(fid)}"
     )
 
 
@@ -199,11 +208,10 @@ def markdown(report: Report) -> str:
         out.append("| latency | | not measured (`--no-bench`) | |")
     fid = report.fidelity
     if fid is not None:
-        rows = sum(o.top1_rows for o in fid.outputs if o.top1 is not None)
         out.append(f"| cosine (worst sample) | | {fmt_cosine(fid.cosine)} ({fmt_cosine(fid.cosine_min)}) | |")
         out.append(f"| SQNR | | {fmt_db(fid.sqnr_db)} | |")
         out.append(f"| max abs error | | {fmt_err(fid.max_abs_error)} | |")
-        out.append(f"| top-1 agreement | | {fmt_top1(fid.top1, rows)} | |")
+        out.append(f"| top-1 agreement | | {_md_escape(top1_text(fid))} | |")
     nodes = nodes_line(report)
     if nodes:
         out.append(f"| nodes | | {_md_escape(nodes)} | |")
