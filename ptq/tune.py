@@ -30,7 +30,7 @@ from ptq.calibrate.data import input_specs, iter_samples
 from ptq.calibrate.runner import choose_range, session
 from ptq.config import CalibrationMethod, Config
 from ptq.graph import byte_size
-from ptq.graph import producers
+from ptq.graph import initializers, producers
 from ptq.quantize.plan import HYBRID, WEIGHTED, Plan, make_plan
 from ptq.quantize.static import quantize_static
 
@@ -151,11 +151,14 @@ def hybrid_groups(model: onnx.ModelProto, plan: Plan) -> dict[str, list[str]]:
     nodes keeps the search to a handful of trial conversions.
     """
     made_by = producers(model.graph)
+    weights = initializers(model.graph)
     groups: dict[str, list[str]] = {}
     for node in model.graph.node:
         decision = plan.decisions.get(node.name)
         if node.op_type not in ("MatMul", "Gemm") or node.name not in plan.weights or not decision or decision.role != WEIGHTED:
             continue
+        if node.input[plan.weights[node.name][0]] not in weights:
+            continue  # activation x activation (attention scores): no constant weight to run hybrid
         producer = made_by.get(node.input[0])
         groups.setdefault(producer.op_type if producer is not None else "input", []).append(node.name)
     return groups
