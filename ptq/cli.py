@@ -7,7 +7,6 @@ import logging
 import signal
 import sys
 import traceback
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -315,9 +314,8 @@ def render_summary(result: ConvertResult, verbose: bool = False, measured=None) 
         if verbose:
             lines += [f"    {e.name} ({e.op_type}): {e.reason}" for e in fallbacks]
         else:
-            grouped = Counter((e.op_type, e.reason) for e in fallbacks)
-            for (op_type, reason), n in sorted(grouped.items(), key=lambda kv: (-kv[1], kv[0])):
-                lines.append(f"    {n:>4} x {op_type}: {reason}")
+            for group in result.oplist.grouped_fallbacks():  # by op type and reason template
+                lines.append(f"    {group.count:>4} x {group.describe()}")
     written = [result.outputs.onnx] + ([result.outputs.ort] if result.ort_size_bytes is not None else []) + [result.outputs.ops]
     lines.append("  wrote  " + ", ".join(str(p) for p in written))
     lines.append(f"  took   {result.seconds:.1f} s")

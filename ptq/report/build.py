@@ -28,6 +28,7 @@ from ptq.report.measure import (
     layer_errors,
     time_models,
 )
+from ptq.write.oplist import group_fallbacks
 
 SCHEMA = "ptq-report"
 SCHEMA_VERSION = 1
@@ -319,7 +320,7 @@ def report_conversion(
     by_op: dict[str, Counter] = defaultdict(Counter)
     for entry in result.oplist.nodes:
         by_op[entry.op_type][entry.kernel] += 1
-    fallbacks = Counter((e.op_type, e.reason) for e in result.oplist.float_fallbacks())
+    fallbacks = group_fallbacks(result.oplist.float_fallbacks())
     report = Report(
         kind="convert",
         labels=["float", "int8"],
@@ -329,10 +330,7 @@ def report_conversion(
         data=data,
         kernels=result.oplist.summary(),
         kernels_by_op_type={op: dict(c) for op, c in by_op.items()},
-        float_fallbacks=[
-            {"op_type": op, "reason": reason, "count": n}
-            for (op, reason), n in sorted(fallbacks.items(), key=lambda kv: (-kv[1], kv[0]))
-        ],
+        float_fallbacks=[g.to_json() for g in fallbacks],
         conversion={
             "mode": result.mode,
             "calibration_samples": result.calibration_samples,

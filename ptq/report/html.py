@@ -524,5 +524,9 @@ def _size_section(report: Report) -> str:
 def _fallbacks_section(report: Report) -> str:
     if not report.float_fallbacks:
         return ""
-    rows = [[str(f["count"]), escape(f["op_type"]), escape(f["reason"])] for f in report.float_fallbacks]
+    rows = [
+        [str(f["count"]), escape(f["op_type"]),
+         escape(f["reason"] + (f" (e.g. {', '.join(f['examples'])})" if f.get("examples") else ""))]
+        for f in report.float_fallbacks
+    ]  # fmt: skip
     return "<h2>Float fallbacks</h2>" + _table(["nodes", "op type", "why it runs float"], rows, (0,))

@@ -11,6 +11,7 @@ meant it to run int8. Nothing here trusts the plan's intentions.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,6 +78,70 @@ class OpList:
 
     def float_fallbacks(self) -> list[OpEntry]:
         return [e for e in self.nodes if e.kernel == FLOAT]
+
+    def grouped_fallbacks(self) -> list[FallbackGroup]:
+        """The float nodes grouped by op type and reason template (``group_fallbacks``)."""
+        return group_fallbacks(self.float_fallbacks())
+
+
+# A node name quoted in a reason (``f"{name!r}"``), with the space before it; and a number that
+# stands alone (not part of a name such as Conv.24 or a word such as int8).
+_QUOTED = re.compile(r"""\s?(?:'[^']*'|"[^"]*")""")
+_NUMBER = re.compile(r"(?<![\w.@/-])\d+(?:\.\d+)?(?![\w.@/-]|\.\d)")
+EXAMPLES = 2
+
+
+@dataclass(frozen=True)
+class FallbackGroup:
+    """Float nodes of one op type whose reasons differ only in the node names and numbers they
+    quote: ``reason`` is the template with the names dropped and each number slot filled with
+    its value (or "lo-hi" when the nodes differ), ``examples`` the first node names in graph
+    order when the reasons were merged (empty when every reason was the same text)."""
+
+    op_type: str
+    reason: str
+    count: int
+    examples: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"op_type": self.op_type, "reason": self.reason, "count": self.count, "examples": list(self.examples)}
+
+    def describe(self) -> str:
+        examples = f" (e.g. {', '.join(self.examples)})" if self.examples else ""
+        return f"{self.op_type}: {self.reason}{examples}"
+
+
+def reason_template(reason: str) -> tuple[str, tuple[str, ...]]:
+    """``reason`` without the node names it quotes, numbers replaced by ``{}``, and the numbers."""
+    text = _QUOTED.sub("", reason).replace("{", "{{").replace("}", "}}")
+    numbers = tuple(_NUMBER.findall(text))
+    return _NUMBER.sub("{}", text), numbers
+
+
+def _slot(values: list[str]) -> str:
+    distinct = sorted(set(values), key=float)
+    return distinct[0] if len(distinct) == 1 else f"{distinct[0]}-{distinct[-1]}"
+
+
+def group_fallbacks(entries: list[OpEntry]) -> list[FallbackGroup]:
+    """Group float entries by (op type, reason template), most nodes first, then by op type and
+    reason. Reasons that name a node ("fused into Conv 'Conv.24' by onnxruntime; ...") or quote
+    a count ("weight has 144 elements") otherwise make one line per node."""
+    groups: dict[tuple[str, str], list[OpEntry]] = {}
+    numbers: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+    for entry in entries:
+        template, values = reason_template(entry.reason)
+        key = (entry.op_type, template)
+        groups.setdefault(key, []).append(entry)
+        numbers.setdefault(key, []).append(values)
+    result = []
+    for (op_type, template), members in groups.items():
+        slots = [_slot(list(column)) for column in zip(*numbers[(op_type, template)])]
+        reason = template.format(*slots)
+        merged = len({m.reason for m in members}) > 1 or reason != members[0].reason
+        examples = tuple(m.name for m in members[:EXAMPLES]) if merged else ()
+        result.append(FallbackGroup(op_type, reason, len(members), examples))
+    return sorted(result, key=lambda g: (-g.count, g.op_type, g.reason))
 
 
 def optimized_graph(model_bytes: bytes) -> onnx.ModelProto:
