@@ -24,7 +24,7 @@ from onnx import TensorProto, helper
 from ptq.config import Config, Scheme
 from ptq import qmath
 from ptq.graph import attr, has_subgraph, initializers, to_array
-from ptq.quantize import kernels
+from ptq.quantize import kernels, lstm
 from ptq.quantize.plan import HYBRID, WEIGHT_ONLY, Decision, is_excluded, weight_axis
 from ptq.quantize.rewrite import GraphBuilder, finish
 from ptq.quantize.weights import WeightStore, require_finite
@@ -56,6 +56,9 @@ def quantize_dynamic(model: onnx.ModelProto, config: Config) -> DynamicResult:
         if node.op_type in kernels.HYBRID:
             nodes.extend(hybrid_matmul(node, store, builder, config))
             decisions[node.name] = Decision(True, HYBRID)
+        elif node.op_type in kernels.HYBRID_RECURRENT:
+            nodes.extend(lstm.hybrid_lstm(node, inits, builder, config))
+            decisions[node.name] = Decision(True, HYBRID)
         elif node.op_type == "Gather":
             nodes.extend(int8_gather(node, store, builder))
             decisions[node.name] = Decision(True, WEIGHT_ONLY)
@@ -73,6 +76,8 @@ def _why_float(node: onnx.NodeProto, config: Config, inits) -> str | None:
         return f"control flow ({op}): its body is kept float"
     if node.domain not in ("", "ai.onnx"):
         return f"custom-domain op {node.domain}.{op}: no int8 kernel"
+    if op in kernels.HYBRID_RECURRENT:
+        return lstm.float_reason(node, config, inits, MIN_WEIGHT_ELEMENTS)
     if op not in kernels.HYBRID | kernels.WEIGHT_ONLY:
         return f"no int8 weights: {op} has no hybrid kernel in onnxruntime" if op in kernels.WEIGHTED else (
             f"no int8 or hybrid kernel in onnxruntime for {op}"

@@ -75,6 +75,10 @@ FIXED_OUTPUT_RANGE: dict[str, tuple[float, float]] = {"Softmax": (0.0, 1.0), "Si
 # Hybrid kernels for dynamic mode: int8 weights, activations quantized at run time.
 HYBRID = frozenset({"MatMul", "Gemm"})
 
+# Recurrent ops with a hybrid kernel (com.microsoft DynamicQuantizeLSTM), in both modes:
+# ``ptq.quantize.lstm``.
+HYBRID_RECURRENT = frozenset({"LSTM"})
+
 # Weights of these ops are stored int8 and dequantized in dynamic mode (no fast hybrid kernel:
 # ConvInteger with signed weights has no CPU kernel, so the float kernel keeps running).
 WEIGHT_ONLY = frozenset({"Conv", "ConvTranspose", "Gather"})

@@ -24,7 +24,7 @@ from onnx import TensorProto
 
 from ptq.config import Config, Scheme
 from ptq.graph import attr, consumers, elem_types, has_subgraph, initializers, producers, to_array
-from ptq.quantize import kernels
+from ptq.quantize import kernels, lstm
 
 # Roles of quantized nodes.
 WEIGHTED = "weighted"  # Conv/MatMul/Gemm/ConvTranspose with int8 weights
@@ -183,6 +183,9 @@ def _first_look(node, config, inits, is_float_activation, weights, graph_outputs
         return Decision(False, reason=f"control flow ({op}): its body is kept float")
     if node.domain not in ("", "ai.onnx"):
         return Decision(False, reason=f"custom-domain op {node.domain}.{op}: no int8 kernel")
+    if op in kernels.HYBRID_RECURRENT:  # com.microsoft DynamicQuantizeLSTM (ptq.quantize.lstm)
+        reason = lstm.float_reason(node, config, inits)
+        return Decision(False, reason=reason) if reason else Decision(True, HYBRID, reason=lstm.HYBRID_REASON)
     allowed = (
         kernels.WEIGHTED | kernels.WEIGHT_ONLY_STATIC | kernels.ELEMENTWISE | kernels.DATA_MOVEMENT | kernels.CLIPPING_ACTIVATIONS
     )

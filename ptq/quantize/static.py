@@ -24,7 +24,7 @@ from ptq import qmath
 from ptq.config import Config, Scheme
 from ptq.errors import UnsupportedModelError
 from ptq.graph import consumers, initializers, producers, to_array
-from ptq.quantize import kernels
+from ptq.quantize import kernels, lstm
 from ptq.quantize.dynamic import hybrid_matmul, int8_gather
 from ptq.quantize.plan import ABSORBED, HYBRID, MOVEMENT, WEIGHT_ONLY, WEIGHTED, Plan
 from ptq.quantize.rewrite import GraphBuilder, finish
@@ -122,7 +122,9 @@ def quantize_static(
         role = plan.role(node.name)
         new_node = onnx.NodeProto()
         new_node.CopyFrom(node)
-        if role == HYBRID:
+        if role == HYBRID and node.op_type in kernels.HYBRID_RECURRENT:
+            nodes.extend(lstm.hybrid_lstm(node, inits, builder, config))
+        elif role == HYBRID:
             nodes.extend(hybrid_matmul(node, store, builder, config))
         elif role == WEIGHT_ONLY and node.op_type == "Gather":
             nodes.extend(int8_gather(node, store, builder))

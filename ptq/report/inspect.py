@@ -31,6 +31,8 @@ def int8_support(op_type: str) -> str:
         return f"int8 kernel ({fused}{hybrid})"
     if op_type in kernels.ELEMENTWISE:
         return f"int8 kernel (QLinear{op_type})"
+    if op_type in kernels.HYBRID_RECURRENT:
+        return f"hybrid kernel (DynamicQuantize{op_type})"
     if op_type in kernels.DATA_MOVEMENT:
         return "runs on int8 tensors"
     if op_type in kernels.CLIPPING_ACTIVATIONS:

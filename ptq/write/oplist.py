@@ -3,7 +3,8 @@
 We let onnxruntime optimize the quantized model at the extended level (the level at which its
 QDQ fusions happen, without CPU-specific layout changes), save the graph it would run, and read
 it: a source node that became QLinearConv/QGemm/QLinearAdd/... or now moves int8 tensors runs
-int8; one inside DynamicQuantizeMatMul/MatMulIntegerToFloat runs hybrid; one that kept its float
+int8; one inside DynamicQuantizeMatMul/MatMulIntegerToFloat, or an LSTM that is still a
+DynamicQuantizeLSTM there, runs hybrid; one that kept its float
 op runs float, with the reason from the plan, or "onnxruntime did not fuse it" when the plan
 meant it to run int8. Nothing here trusts the plan's intentions.
 """
@@ -50,7 +51,9 @@ INT8_KERNELS = frozenset(
         "ConvInteger",
     }
 )
-HYBRID_KERNELS = frozenset({"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger"})
+HYBRID_KERNELS = frozenset({"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeLSTM"})
+# Hybrid whatever feeds them: they quantize their activations themselves.
+SELF_QUANTIZING = frozenset({"DynamicQuantizeMatMul", "DynamicQuantizeLSTM"})
 INT8_TYPES = frozenset({onnx.TensorProto.INT8, onnx.TensorProto.UINT8})
 
 
@@ -183,7 +186,7 @@ def executed_kernels(optimized: onnx.ModelProto) -> dict[str, _Executed]:
         if op in INT8_KERNELS:
             kernel = INT8
         elif op in HYBRID_KERNELS:
-            kernel = HYBRID if (op == "DynamicQuantizeMatMul" or node.input[0] in dynamic_outputs) else INT8
+            kernel = HYBRID if (op in SELF_QUANTIZING or node.input[0] in dynamic_outputs) else INT8
         elif op in ("QuantizeLinear", "DynamicQuantizeLinear"):
             kernel = INT8
         elif op == "DequantizeLinear":
@@ -244,6 +247,8 @@ def _entry(name: str, op_type: str, decision: Decision | None, runs: _Executed |
     if runs.kernel == FLOAT:
         if decision is not None and decision.role == "weight-only":
             reason = "int8 weight in the file, expanded to float once at load (no int8 kernel to fuse into)"
+        elif decision is not None and decision.role == "hybrid":
+            reason = f"onnxruntime did not keep its hybrid kernel: runs float {runs.op_type}"
         elif decision is not None and decision.quantize:
             reason = f"onnxruntime did not fuse its QDQ group: runs float {runs.op_type}"
         else:
