@@ -75,6 +75,7 @@ _QUANTIZED_OPS = {
     "QLinearAdd",
     "QLinearMul",
     "DynamicQuantizeMatMul",
+    "DynamicQuantizeLSTM",
     "MatMulIntegerToFloat",
     "MatMulNBits",
 }
