@@ -45,8 +45,9 @@ def check_conversion(name, tmp_path, static: bool, n_calib=8, n_eval=4):
     for a, b in zip(quantized, from_ort):
         # The .onnx runs at onnxruntime's "all" level (NCHWc float kernels), the .ort was saved at
         # "extended": float sums differ in the last bits, and in dynamic mode such a bit can move
-        # a run-time quantization step, so the two agree closely rather than exactly.
-        assert qmath.cosine(a, b) > 0.9999
+        # a run-time quantization step, so the two agree closely rather than exactly (PP-OCR rec
+        # dynamic on an AVX2 CPU: 0.99978, its 64 time steps each re-quantized at run time).
+        assert qmath.cosine(a, b) > (0.9999 if static else 0.9995)
         if static:
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     cosines = [qmath.cosine(a, b) for a, b in zip(reference, quantized)]
