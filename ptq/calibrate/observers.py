@@ -23,12 +23,13 @@ def finite_extremes(x: np.ndarray) -> tuple[np.ndarray, float, float] | None:
 
     One min and one max pass in the common all-finite case (a NaN or an infinity shows in them);
     the finite values are filtered out only when there is something to filter."""
-    x = np.asarray(x)
-    if x.size == 0 or not np.issubdtype(x.dtype, np.floating):
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    if x.size == 0 or x.dtype.kind != "f":
         return None
-    lo, hi = x.min(), x.max()
-    if np.isfinite(lo) and np.isfinite(hi):
-        return x, float(lo), float(hi)
+    lo, hi = float(x.min()), float(x.max())
+    if -math.inf < lo and hi < math.inf:  # False for a NaN too
+        return x, lo, hi
     finite = x[np.isfinite(x)]
     if not finite.size:
         return None
@@ -116,7 +117,7 @@ class HistogramObserver:
             self.lo, self.hi = xmin, _resolvable_hi(xmin, xmax, self.bins)
         elif xmin < self.lo or xmax > self.hi:
             self._widen(min(xmin, self.lo), max(xmax, self.hi))
-        self.counts += bin_counts(finite, self.lo, self.hi, self.bins)
+        self.counts += bin_counts(finite, self.lo, self.hi, self.bins, xmin, xmax)
 
     def merge(self, other: "HistogramObserver") -> "HistogramObserver":
         if other.minmax.count == 0:
@@ -136,28 +137,48 @@ class HistogramObserver:
         return self.minmax.range()
 
 
-# Values binned per step: bounds the temporaries (a float and an index per value) to a few MB.
-_BLOCK = 1 << 18
+# Values binned per step: bounds the temporaries (a float and an index per value) to about
+# 1 MB, which stay in cache (65536 measured 10% faster a value than 262144 on the EPYC).
+_BLOCK = 1 << 16
 
 
-def bin_counts(x: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
+def bin_counts(
+    x: np.ndarray, lo: float, hi: float, bins: int, xmin: float | None = None, xmax: float | None = None
+) -> np.ndarray:
     """Counts of ``x`` (all within ``[lo, hi]``) in ``bins`` equal bins over ``[lo, hi]``.
 
     Bin ``floor((x - lo) * bins / (hi - lo))``, the top edge in the last bin, computed in
     float32 for float32 data (float64 near float32's limit, where the product could overflow):
     what ``np.histogram`` does without its exact-edge corrections, which cost two thirds of its
     time and move only values within rounding of a bin edge to the neighbouring bin.
+
+    The position is monotone in ``x`` (a rounded subtraction and a rounded multiplication by a
+    positive number never reverse an order), so the positions of ``x``'s extremes (``xmin`` and
+    ``xmax`` when known, else found here) bound all of them. When those lie in ``(-1, bins + 1)``,
+    as they do for values within ``[lo, hi]``, truncation already sends ``(-1, 0)`` to bin 0 and
+    only the index ``bins`` (the top edge) needs folding into the last bin: the same counts as
+    clipping every position first, one pass fewer.
     """
     flat = x.reshape(-1)
     dtype = np.float32 if flat.dtype.itemsize <= 4 and max(abs(lo), abs(hi)) <= 1e30 else np.float64
     lo_t, scale = dtype(lo), dtype(bins / (hi - lo))
-    counts = np.zeros(bins, dtype=np.float64)
+    if xmin is None or xmax is None:
+        xmin, xmax = flat.min(), flat.max()
+    ends = np.subtract(np.array([xmin, xmax], dtype=flat.dtype), lo_t, dtype=dtype)
+    ends *= scale
+    clip = not (ends[0] > -1 and ends[1] < bins + 1)
+    counts = None
     for start in range(0, flat.size, _BLOCK):
         position = np.subtract(flat[start : start + _BLOCK], lo_t, dtype=dtype)
         position *= scale
-        np.clip(position, 0, bins - 1, out=position)
-        counts += np.bincount(position.astype(np.intp), minlength=bins)
-    return counts
+        if clip:
+            np.clip(position, 0, bins - 1, out=position)
+        block = np.bincount(position.astype(np.intp), minlength=bins + 1)
+        counts = block if counts is None else counts + block
+    if counts is None:
+        return np.zeros(bins, dtype=np.int64)
+    counts[bins - 1] += counts[bins]
+    return counts[:bins]
 
 
 def _resolvable_hi(lo: float, hi: float, bins: int) -> float:

@@ -53,6 +53,42 @@ def test_mse_clips_a_rare_outlier_and_beats_minmax():
     assert ranges.quantization_mse(obs.counts, centers, lo, hi) < ranges.quantization_mse(obs.counts, centers, -1, 40)
 
 
+def _mse_range_by_loop(counts, edges, candidates=200):
+    """The one-range-at-a-time search ``mse_range`` replaced (the reference it must match)."""
+    centers = (edges[:-1] + edges[1:]) / 2
+    lo, hi = min(float(edges[0]), 0.0), max(float(edges[-1]), 0.0)
+    best = (ranges.quantization_mse(counts, centers, lo, hi), lo, hi)
+    for factor in np.linspace(1.0, 0.05, candidates)[1:]:
+        for cand_lo, cand_hi in ((lo * factor, hi * factor), (lo, hi * factor), (lo * factor, hi)):
+            err = ranges.quantization_mse(counts, centers, cand_lo, cand_hi)
+            if err < best[0]:
+                best = (err, cand_lo, cand_hi)
+    return best[1], best[2]
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [np.random.default_rng(4).normal(size=100_000)],
+        [np.random.default_rng(5).laplace(size=50_000) * 3 + 1, [60.0, -2.0]],
+        [np.abs(np.random.default_rng(6).normal(size=20_000)) + 0.5],  # all positive: lo widened to 0
+        [-np.abs(np.random.default_rng(7).standard_cauchy(size=20_000))],  # all negative, heavy tail
+        [np.concatenate([np.random.default_rng(8).uniform(-1, 1, 1_000_000), [40.0]])],
+    ],
+)
+def test_mse_range_matches_the_one_range_at_a_time_search(chunks):
+    obs = observed(chunks)
+    centers = (obs.edges[:-1] + obs.edges[1:]) / 2
+    assert ranges.mse_range(obs.counts, obs.edges) == _mse_range_by_loop(obs.counts, obs.edges)
+    rng = np.random.default_rng(9)
+    lo, hi = min(obs.edges[0], 0.0), max(obs.edges[-1], 0.0)
+    los = np.concatenate([[obs.edges[0], 0.0], rng.uniform(lo, 0, 50)])
+    his = np.concatenate([[obs.edges[-1], 0.0], rng.uniform(0, hi, 50)])
+    many = ranges.quantization_mse_many(obs.counts, centers, los, his)
+    one = np.array([ranges.quantization_mse(obs.counts, centers, lo, hi) for lo, hi in zip(los, his)])
+    np.testing.assert_allclose(many, one, rtol=1e-9, atol=0)
+
+
 def test_entropy_searches_many_thresholds():
     rng = np.random.default_rng(3)
     x = rng.laplace(size=200_000)

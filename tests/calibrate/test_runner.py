@@ -120,3 +120,32 @@ def test_batched_ranges_equal_unbatched_on_a_real_model(tmp_path, batches):
         assert {k: runner.choose_range(o, method, 99.99) for k, o in many.items()} == {
             k: runner.choose_range(o, method, 99.99) for k, o in one.items()
         }
+
+
+@pytest.mark.parametrize("histogram", [True, False], ids=["histogram", "minmax"])
+def test_reshaped_copies_share_their_source_observer_with_the_same_state(tmp_path, monkeypatch, histogram):
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Reshape", ["r", "shape"], ["a"], name="reshape"),
+        helper.make_node("Transpose", ["a"], ["b"], name="transpose", perm=[0, 2, 1]),
+        helper.make_node("Identity", ["b"], ["c"], name="identity"),
+        helper.make_node("Mul", ["c", "c"], ["y"], name="square"),
+    ]
+    shape = helper.make_tensor("shape", TensorProto.INT64, [3], [0, 4, -1])
+    graph = helper.make_graph(
+        nodes, "copies", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None), helper.make_tensor_value_info("b", TensorProto.FLOAT, None)],
+        initializer=[shape],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    data = _samples(tmp_path / "c", [(1, 8, 6)] * 5 + [(3, 8, 6)] * 4)
+    tensors = ["x", "r", "a", "b", "c", "y"]
+    assert runner.same_values(model, tensors) == {"a": "r", "b": "r", "c": "r"}
+    shared, _ = runner.observe(model, tensors, data, histogram)
+    assert shared["a"] is shared["r"] and shared["c"] is shared["r"] and shared["y"] is not shared["r"]
+    monkeypatch.setattr(runner, "SAME_VALUES_OPS", frozenset())
+    alone, _ = runner.observe(model, tensors, data, histogram)
+    assert len({id(o) for o in alone.values()}) == len(tensors)
+    assert _state(shared) == _state(alone)
+    assert list(shared) == tensors
