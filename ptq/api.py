@@ -146,7 +146,8 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
             )
         if config.auto_hybrid and config.calibration_data is not None and config.load_ranges is None:
             report("choose hybrid", 0, 0)
-            hybrid = choose_hybrid(model, plan, ranges, config, config.calibration_data)
+            reuse = choice if config.calibration_method == CalibrationMethod.AUTO else None  # its scoring samples and score
+            hybrid = choose_hybrid(model, plan, ranges, config, config.calibration_data, reuse)
             config, plan = hybrid.config, hybrid.plan
             if hybrid.describe():
                 loaded.notes.append(hybrid.describe())

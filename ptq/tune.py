@@ -19,7 +19,7 @@ import copy
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +50,36 @@ class MethodTrial:
     sqnr_db: float  # mean over float outputs of the pooled SQNR over the scoring samples
 
 
+class Scoring:
+    """The scoring samples and the float model's outputs on them, computed once per conversion:
+    ``choose_method`` hands them (and its score of the chosen candidate) on to ``choose_hybrid``,
+    which would otherwise read the samples, build a float session and run it again, and build and
+    score the very int8 model ``choose_method`` already scored."""
+
+    def __init__(self, model: onnx.ModelProto, config: Config, data_dir: Path):
+        limit = min(SCORING_SAMPLES, config.calibration_samples or SCORING_SAMPLES)
+        self.feeds = list(iter_samples(data_dir, input_specs(model), limit, config.image_format))
+        # Serialized here rather than by ``session``: the caller checked the size already, and
+        # ``session`` would measure it again (ByteSize costs a serialization: 0.12 s on MiniLM).
+        self.reference = _float_outputs(session(model.SerializeToString(), threads=1), self.feeds)
+
+    def score(self, candidate: onnx.ModelProto) -> float:
+        """``output_score`` of ``candidate`` (an int8 model no larger than the float one)."""
+        return output_score(self.reference, _float_outputs(session(candidate.SerializeToString(), threads=1), self.feeds))
+
+
 @dataclass(frozen=True)
 class MethodChoice:
     method: CalibrationMethod
     ranges: Ranges
     trials: tuple[MethodTrial, ...]
     scoring_samples: int
+    # What ``choose_hybrid`` may reuse: the scoring state, and the plan and config the chosen
+    # candidate was built with (its score is in ``trials``). Held only when hybrid groups exist.
+    reusable: tuple[Scoring, Plan, Config] | None = field(default=None, repr=False, compare=False)
+
+    def score_of(self, method: CalibrationMethod) -> float:
+        return next(t.sqnr_db for t in self.trials if t.method == method)
 
     def describe(self) -> str:
         if not self.trials:
@@ -101,15 +125,13 @@ def choose_method(
 
     if byte_size(model) > MAX_MODEL_BYTES:
         return MethodChoice(CalibrationMethod.PERCENTILE, ranges_for(CalibrationMethod.PERCENTILE), (), 0)
-    limit = min(SCORING_SAMPLES, config.calibration_samples or SCORING_SAMPLES)
-    feeds = list(iter_samples(data_dir, input_specs(model), limit, config.image_format))
-    reference = _float_outputs(session(model, threads=1), feeds)
+    scoring = Scoring(model, config, data_dir)
     trials = []
     best: tuple[float, CalibrationMethod, Ranges] | None = None
     for done, method in enumerate(CANDIDATES):
         ranges = ranges_for(method)
         candidate = quantize_static(copy.deepcopy(model), plan, ranges, config)
-        score = output_score(reference, _float_outputs(session(candidate, threads=1), feeds))
+        score = scoring.score(candidate)
         del candidate
         trials.append(MethodTrial(method, score))
         if best is None or score > best[0]:
@@ -117,7 +139,8 @@ def choose_method(
         if progress:
             progress(done + 1, len(CANDIDATES))
     assert best is not None
-    return MethodChoice(best[1], best[2], tuple(trials), len(feeds))
+    reusable = (scoring, plan, config) if hybrid_groups(model, plan) else None
+    return MethodChoice(best[1], best[2], tuple(trials), len(scoring.feeds), reusable)
 
 
 # A group of MatMuls goes hybrid only when that lifts the output SQNR by at least this much.
@@ -165,22 +188,30 @@ def hybrid_groups(model: onnx.ModelProto, plan: Plan) -> dict[str, list[str]]:
 
 
 def choose_hybrid(
-    model: onnx.ModelProto, plan: Plan, ranges: Ranges, config: Config, data_dir: Path
+    model: onnx.ModelProto, plan: Plan, ranges: Ranges, config: Config, data_dir: Path,
+    method_choice: MethodChoice | None = None,
 ) -> HybridChoice:
-    """Greedily run groups of MatMuls with hybrid kernels where that measurably pays."""
-    groups = hybrid_groups(model, plan) if byte_size(model) <= MAX_MODEL_BYTES else {}
+    """Greedily run groups of MatMuls with hybrid kernels where that measurably pays.
+
+    ``method_choice``: the ``choose_method`` result these ``ranges`` came from, if any; its
+    scoring samples, float outputs and score of this very int8 model are reused (the same
+    numbers a fresh computation gives: one thread, the same samples and model)."""
+    reuse = method_choice.reusable if method_choice is not None and method_choice.ranges is ranges else None
+    if reuse is not None and (reuse[1] is not plan or reuse[2] != config):
+        reuse = None
+    if reuse is None:
+        groups = hybrid_groups(model, plan) if byte_size(model) <= MAX_MODEL_BYTES else {}
+    else:
+        groups = hybrid_groups(model, plan)  # choose_method checked the size
     if not groups:
         return HybridChoice(config, plan, (), math.nan, ())
-    limit = min(SCORING_SAMPLES, config.calibration_samples or SCORING_SAMPLES)
-    feeds = list(iter_samples(data_dir, input_specs(model), limit, config.image_format))
-    reference = _float_outputs(session(model, threads=1), feeds)
+    scoring = reuse[0] if reuse is not None else Scoring(model, config, data_dir)
 
     def score(candidate_plan: Plan, candidate_config: Config) -> float:
-        candidate = quantize_static(copy.deepcopy(model), candidate_plan, ranges, candidate_config)
-        return output_score(reference, _float_outputs(session(candidate, threads=1), feeds))
+        return scoring.score(quantize_static(copy.deepcopy(model), candidate_plan, ranges, candidate_config))
 
     best_config, best_plan = config, plan
-    best = score(plan, config)
+    best = method_choice.score_of(method_choice.method) if reuse is not None else score(plan, config)
     base, trials, kept = best, [], []
     for op_type, names in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
         trial_config = dataclasses.replace(best_config, hybrid=best_config.hybrid + tuple(names))

@@ -41,3 +41,35 @@ def test_auto_keeps_the_best_scoring_method_and_records_it(tmp_path):
         model, ptq.Config(output=tmp_path / "explicit.onnx", calibration_data=calib, calibration_method=CalibrationMethod(chosen))
     )
     assert explicit.outputs.onnx.read_bytes() == result.outputs.onnx.read_bytes()
+
+
+def test_choose_hybrid_reusing_choose_methods_scoring_decides_and_scores_the_same(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from ptq import loader, tune
+    from ptq.calibrate.runner import observe
+    from ptq.config import Config
+    from ptq.quantize.plan import make_plan
+    from tests import tiny
+
+    path = Path(tiny.save(tiny.embedding_mlp(), tmp_path / "mlp.onnx"))
+    data = Path(tiny.id_samples(tmp_path / "calib", n=6))
+    model = loader.load(path).model
+    config = Config(calibration_data=data)
+    plan = make_plan(model, config)
+    observers, _ = observe(model, plan.activations, data)
+    choice = tune.choose_method(model, plan, observers, config, data)
+    assert choice.reusable is not None  # the MLP has hybrid groups
+
+    fresh = tune.choose_hybrid(model, plan, choice.ranges, config, data)
+    built = []
+    original = tune.Scoring.__init__
+    monkeypatch.setattr(tune.Scoring, "__init__", lambda self, *a: built.append(1) or original(self, *a))
+    reused = tune.choose_hybrid(model, plan, choice.ranges, config, data, choice)
+    assert built == []  # no second read of the samples, no second float session
+    assert (reused.trials, reused.base_score, reused.kept, reused.config) == (fresh.trials, fresh.base_score, fresh.kept, fresh.config)
+    assert reused.base_score == choice.score_of(choice.method)
+    # Other ranges than the choice's: nothing reused.
+    other = dict(choice.ranges)
+    tune.choose_hybrid(model, plan, other, config, data, choice)
+    assert built == [1]
