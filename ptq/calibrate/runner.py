@@ -8,7 +8,9 @@ is one sample's activations whatever the number of samples.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +44,17 @@ def with_outputs(model: onnx.ModelProto, tensors: Iterable[str]) -> Iterator[onn
         del model.graph.output[original:]
 
 
-def session(model: onnx.ModelProto, threads: int | None = None):
-    """A CPU inference session for ``model`` (serialized in memory, or via a file when huge)."""
+def session(model: onnx.ModelProto, threads: int | None = None, spinning: bool = True):
+    """A CPU inference session for ``model`` (serialized in memory, or via a file when huge).
+
+    ``spinning=False``: onnxruntime's worker threads sleep between runs instead of spinning, so
+    they leave the CPU to the observer thread that works while the next sample runs."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 4  # errors come back as exceptions, not C++ log lines on stderr
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -111,8 +118,9 @@ def observe(
     samples = Samples(data_dir, specs, limit, image_format)
     total = len(samples)
     same = same_values(model, tensors)
+    parallel = len(os.sched_getaffinity(0)) > 1
     with with_outputs(model, [t for t in tensors if t not in same]) as observed:
-        sess = session(observed)
+        sess = session(observed, spinning=not parallel)
     output_names = [o.name for o in sess.get_outputs()]
     wanted = set(tensors) - set(same)
     make = HistogramObserver if histogram else MinMaxObserver
@@ -120,14 +128,30 @@ def observe(
     observers = {name: own[same.get(name, name)] for name in tensors}
     used = 0
 
-    def update(feed: dict[str, np.ndarray], outputs: list[np.ndarray]) -> None:
-        nonlocal used
+    def observe_sample(feed: dict[str, np.ndarray], outputs: list[np.ndarray]) -> None:
         for name, value in zip(output_names, outputs):
             if name in wanted:
                 observers[name].update(value)
         for name, value in feed.items():
             if name in wanted:
                 observers[name].update(value)
+
+    # With two or more cores, a sample's observer updates run on one worker thread while
+    # onnxruntime runs the next sample (its run releases the GIL), its threads not spinning
+    # between runs. One update at a time, in sample order: the observers see what a sequential
+    # run shows them, and at most one more sample's outputs are held. YOLOv8n, 32 samples,
+    # 2-core EPYC: 44.7 ms a sample sequential, 45.8 pipelined with spinning, 37.9 without.
+    worker = ThreadPoolExecutor(1, thread_name_prefix="ptq-observe") if parallel else None
+    pending: Future | None = None
+
+    def update(feed: dict[str, np.ndarray], outputs: list[np.ndarray]) -> None:
+        nonlocal used, pending
+        if worker is None:
+            observe_sample(feed, outputs)
+        else:
+            if pending is not None:
+                pending.result()
+            pending = worker.submit(observe_sample, feed, outputs)
         used += 1
         if progress:
             progress(used, total)
@@ -138,10 +162,16 @@ def observe(
         except Exception as exc:
             raise CalibrationDataError(f"sample {used + 1} of {total}: onnxruntime failed on it: {ort_error_line(exc)}") from None
 
-    batcher = _Batcher(sess, specs, batch_budget)
-    for feed in samples:
-        batcher.add(feed, run, update)
-    batcher.flush(run, update)
+    try:
+        batcher = _Batcher(sess, specs, batch_budget)
+        for feed in samples:
+            batcher.add(feed, run, update)
+        batcher.flush(run, update)
+        if pending is not None:
+            pending.result()
+    finally:
+        if worker is not None:
+            worker.shutdown(wait=True, cancel_futures=True)
     return observers, used
 
 
