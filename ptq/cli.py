@@ -80,9 +80,24 @@ def _errors_to_exit_codes(debug: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         _fail("interrupted; nothing partial was written", EXIT_INTERRUPTED)
     except Exception as exc:  # a bug: one line, details with --debug
+        if _interrupted(exc):
+            _fail("interrupted; nothing partial was written", EXIT_INTERRUPTED)
         if debug:
             traceback.print_exc()
         _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)", EXIT_INTERNAL)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """True when a Ctrl-C/SIGTERM caused ``exc``: a library that catches it mid-import or
+    mid-call and raises its own error leaves the KeyboardInterrupt in the exception chain."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _image_format(input_size, mean, std, layout, channel_order) -> ImageFormat:

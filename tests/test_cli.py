@@ -130,3 +130,18 @@ def test_outputs_identical_across_processes(cnn, tmp_path):
         outs.append(out)
     assert outs[0].read_bytes() == outs[1].read_bytes()
     assert (tmp_path / "a.ops.json").read_bytes() == (tmp_path / "b.ops.json").read_bytes()
+
+
+def test_an_error_caused_by_ctrl_c_counts_as_interrupted():
+    """A library that turns a KeyboardInterrupt into its own error (seen once: Ctrl-C landing
+    inside an import) still gives exit 130, not the internal-error 70."""
+    from ptq import cli
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("import failed halfway")
+    except RuntimeError as exc:
+        assert cli._interrupted(exc)
+    assert not cli._interrupted(RuntimeError("a real bug"))
