@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +20,8 @@ from ptq.errors import OutputError
 from ptq.quantize.dynamic import quantize_dynamic
 from ptq.quantize.plan import make_plan
 from ptq.quantize.static import quantize_static
-from ptq.fallback import choose_fallback
-from ptq.tune import choose_hybrid, choose_method
+from ptq.fallback import choose_fallback, describe_fallback
+from ptq.tune import choose_hybrid, choose_method, describe_hybrid, scoring_for
 from ptq.write.atomic import transaction
 from ptq.write.onnx_file import data_path, serialize, write_onnx
 from ptq.write.oplist import OpList, build_oplist, optimized_graph, write_oplist
@@ -116,6 +117,12 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
                 exclude=config.exclude + tuple(n for n in saved_exclude(config.load_ranges) if n not in config.exclude),
             )
         plan = make_plan(model, config)
+        # One set of scoring samples and float outputs for every measured choice below.
+        choosing = config.calibration_data is not None and config.load_ranges is None and (
+            config.calibration_method == CalibrationMethod.AUTO or config.auto_hybrid or config.auto_fallback
+        )
+        scoring = None  # made after the calibration pass, which has checked the samples
+        score = math.nan  # of the int8 model as planned so far
         if config.load_ranges is not None:
             ranges = load_ranges(config.load_ranges, plan.activations)
         elif config.calibration_method == CalibrationMethod.AUTO:
@@ -127,12 +134,10 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
                 progress=lambda done, total: report("calibrate", done, total),
                 image_format=config.image_format,
             )
-            choice = choose_method(
-                model, plan, observers, config, config.calibration_data,
-                progress=lambda done, total: report("choose method", done, total),
-            )
+            scoring = scoring_for(model, config, config.calibration_data)
+            choice = choose_method(plan, observers, config, scoring, progress=lambda done, total: report("choose method", done, total))
             del observers
-            ranges, method_used, method_note = choice.ranges, choice.method, choice.describe()
+            ranges, method_used, method_note, score = choice.ranges, choice.method, choice.describe(), choice.score
         else:
             ranges, samples = calibrate(
                 model,
@@ -144,19 +149,21 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
                 progress=lambda done, total: report("calibrate", done, total),
                 image_format=config.image_format,
             )
-        if config.auto_hybrid and config.calibration_data is not None and config.load_ranges is None:
-            report("choose hybrid", 0, 0)
-            reuse = choice if config.calibration_method == CalibrationMethod.AUTO else None  # its scoring samples and score
-            hybrid = choose_hybrid(model, plan, ranges, config, config.calibration_data, reuse)
-            config, plan = hybrid.config, hybrid.plan
-            if hybrid.describe():
-                loaded.notes.append(hybrid.describe())
-        if config.auto_fallback and config.calibration_data is not None and config.load_ranges is None:
-            report("choose fallback", 0, 0)
-            fallback = choose_fallback(model, plan, ranges, config, config.calibration_data)
-            config, plan = fallback.config, fallback.plan
-            if fallback.describe():
-                loaded.notes.append(fallback.describe())
+        if choosing and scoring is None and config.calibration_method != CalibrationMethod.AUTO:
+            scoring = scoring_for(model, config, config.calibration_data)
+        for enabled, stage, choose, describe in (
+            (config.auto_hybrid, "choose hybrid", choose_hybrid, describe_hybrid),
+            (config.auto_fallback, "choose fallback", choose_fallback, describe_fallback),
+        ):
+            if enabled and scoring is not None:
+                report(stage, 0, 0)
+                if math.isnan(score):
+                    score = scoring.score_plan(plan, ranges, config)
+                picked = choose(plan, ranges, config, scoring, score)
+                config, plan, score = picked.config, picked.plan, picked.score
+                if describe(picked):
+                    loaded.notes.append(describe(picked))
+        del scoring
         if config.save_ranges is not None:
             save_ranges(ranges, method_used, config.percentile, samples, config.save_ranges, config.hybrid, config.exclude)
         if config.bias_correction and config.calibration_data is not None:

@@ -21,11 +21,9 @@ import onnx
 from onnx import numpy_helper
 
 from ptq import qmath
-from ptq.calibrate.data import input_specs, iter_samples
-from ptq.calibrate.runner import session, with_outputs
+from ptq.calibrate.runner import sample_values
 from ptq.config import Config, ImageFormat, Scheme
-from ptq.errors import CalibrationDataError
-from ptq.graph import attr, initializers, ort_error_line
+from ptq.graph import attr, initializers
 from ptq.quantize.plan import Plan
 
 # Means converge quickly; more samples only cost time.
@@ -67,18 +65,10 @@ def channel_means(
 ) -> dict[str, np.ndarray]:
     """Mean of each tensor over every axis but 1 (channels), over up to ``MEAN_SAMPLES`` samples."""
     limit = min(limit or MEAN_SAMPLES, MEAN_SAMPLES)
-    with with_outputs(model, tensors) as observed:
-        sess = session(observed)
-    names = [o.name for o in sess.get_outputs() if o.name in set(tensors)]
-    from_feed = [t for t in tensors if t not in names and t in {i.name for i in model.graph.input}]
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    for index, feed in enumerate(iter_samples(data_dir, input_specs(model), limit, image_format)):
-        try:
-            values = sess.run(names, feed)
-        except Exception as exc:
-            raise CalibrationDataError(f"sample {index + 1}: onnxruntime failed on it: {ort_error_line(exc)}") from None
-        for name, value in list(zip(names, values)) + [(t, feed[t]) for t in from_feed if t in feed]:
+    for values in sample_values(model, tensors, data_dir, limit, image_format):
+        for name, value in values.items():
             if value.ndim < 2 or not np.all(np.isfinite(value)):
                 continue
             moved = np.moveaxis(value.astype(np.float64), 1, -1).reshape(-1, value.shape[1])

@@ -23,11 +23,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ptq.calibrate.data import input_specs, iter_samples
-from ptq.calibrate.runner import session, with_outputs
+from ptq.calibrate.runner import sample_values
 from ptq.config import ImageFormat
-from ptq.errors import CalibrationDataError
-from ptq.graph import consumers, initializers, ort_error_line, producers
+from ptq.graph import consumers, initializers, producers
 
 
 @dataclass(frozen=True)
@@ -118,17 +116,9 @@ def channel_absmax(
     image_format: ImageFormat | None,
 ) -> dict[str, np.ndarray]:
     """max |x| per last-axis channel of each tensor over the calibration samples (fixed-size state)."""
-    with with_outputs(model, tensors) as observed:
-        sess = session(observed)
-    names = [o.name for o in sess.get_outputs()]
-    wanted = [n for n in names if n in set(tensors)]
     absmax: dict[str, np.ndarray] = {}
-    for index, feed in enumerate(iter_samples(data_dir, input_specs(model), limit, image_format)):
-        try:
-            values = sess.run(wanted, feed)
-        except Exception as exc:
-            raise CalibrationDataError(f"sample {index + 1}: onnxruntime failed on it: {ort_error_line(exc)}") from None
-        for name, value in zip(wanted, values):
+    for values in sample_values(model, tensors, data_dir, limit, image_format):
+        for name, value in values.items():
             flat = np.abs(np.nan_to_num(value.reshape(-1, value.shape[-1]), nan=0.0, posinf=0.0, neginf=0.0))
             seen = flat.max(axis=0) if flat.size else np.zeros(value.shape[-1], np.float32)
             absmax[name] = seen if name not in absmax else np.maximum(absmax[name], seen)

@@ -19,7 +19,7 @@ import copy
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +29,8 @@ from ptq import qmath
 from ptq.calibrate.data import input_specs, iter_samples
 from ptq.calibrate.runner import choose_range, session
 from ptq.config import CalibrationMethod, Config
-from ptq.graph import byte_size
-from ptq.graph import initializers, producers
-from ptq.quantize.plan import HYBRID, WEIGHTED, Plan, make_plan
+from ptq.graph import byte_size, initializers, producers
+from ptq.quantize.plan import WEIGHTED, Plan, make_plan
 from ptq.quantize.static import quantize_static
 
 # The estimators auto chooses between, in tie-break order (percentile: the best on most models).
@@ -51,12 +50,12 @@ class MethodTrial:
 
 
 class Scoring:
-    """The scoring samples and the float model's outputs on them, computed once per conversion:
-    ``choose_method`` hands them (and its score of the chosen candidate) on to ``choose_hybrid``,
-    which would otherwise read the samples, build a float session and run it again, and build and
-    score the very int8 model ``choose_method`` already scored."""
+    """The scoring samples and the float model's outputs on them, computed once per conversion
+    and shared by every accuracy-aware choice (method, hybrid groups, float fallback), so the
+    samples are read and the float model run once, whatever is chosen."""
 
     def __init__(self, model: onnx.ModelProto, config: Config, data_dir: Path):
+        self.model = model
         limit = min(SCORING_SAMPLES, config.calibration_samples or SCORING_SAMPLES)
         self.feeds = list(iter_samples(data_dir, input_specs(model), limit, config.image_format))
         # Serialized here rather than by ``session``: the caller checked the size already, and
@@ -67,6 +66,15 @@ class Scoring:
         """``output_score`` of ``candidate`` (an int8 model no larger than the float one)."""
         return output_score(self.reference, _float_outputs(session(candidate.SerializeToString(), threads=1), self.feeds))
 
+    def score_plan(self, plan: Plan, ranges: Ranges, config: Config) -> float:
+        """The score of the int8 model ``plan``, ``ranges`` and ``config`` make of the float model."""
+        return self.score(quantize_static(copy.deepcopy(self.model), plan, ranges, config))
+
+
+def scoring_for(model: onnx.ModelProto, config: Config, data_dir: Path) -> Scoring | None:
+    """A ``Scoring``, or None for a model too large to copy for each candidate."""
+    return Scoring(model, config, data_dir) if byte_size(model) <= MAX_MODEL_BYTES else None
+
 
 @dataclass(frozen=True)
 class MethodChoice:
@@ -74,12 +82,7 @@ class MethodChoice:
     ranges: Ranges
     trials: tuple[MethodTrial, ...]
     scoring_samples: int
-    # What ``choose_hybrid`` may reuse: the scoring state, and the plan and config the chosen
-    # candidate was built with (its score is in ``trials``). Held only when hybrid groups exist.
-    reusable: tuple[Scoring, Plan, Config] | None = field(default=None, repr=False, compare=False)
-
-    def score_of(self, method: CalibrationMethod) -> float:
-        return next(t.sqnr_db for t in self.trials if t.method == method)
+    score: float = math.nan  # the chosen candidate's score (NaN when none was scored)
 
     def describe(self) -> str:
         if not self.trials:
@@ -111,62 +114,88 @@ def _float_outputs(sess, feeds) -> list[list[np.ndarray]]:
 
 
 def choose_method(
-    model: onnx.ModelProto,
     plan: Plan,
     observers: dict,
     config: Config,
-    data_dir: Path,
+    scoring: Scoring | None,
     progress: Callable[[int, int], None] | None = None,
 ) -> MethodChoice:
-    """The candidate estimator whose int8 model best matches ``model`` on the first samples."""
+    """The candidate estimator whose int8 model best matches the float model on the scoring
+    samples; percentile, unscored, when ``scoring`` is None (a model too large to copy)."""
 
     def ranges_for(method: CalibrationMethod) -> Ranges:
         return {name: choose_range(obs, method, config.percentile) for name, obs in observers.items()}
 
-    if byte_size(model) > MAX_MODEL_BYTES:
+    if scoring is None:
         return MethodChoice(CalibrationMethod.PERCENTILE, ranges_for(CalibrationMethod.PERCENTILE), (), 0)
-    scoring = Scoring(model, config, data_dir)
     trials = []
     best: tuple[float, CalibrationMethod, Ranges] | None = None
     for done, method in enumerate(CANDIDATES):
         ranges = ranges_for(method)
-        candidate = quantize_static(copy.deepcopy(model), plan, ranges, config)
-        score = scoring.score(candidate)
-        del candidate
+        score = scoring.score_plan(plan, ranges, config)
         trials.append(MethodTrial(method, score))
         if best is None or score > best[0]:
             best = (score, method, ranges)
         if progress:
             progress(done + 1, len(CANDIDATES))
     assert best is not None
-    reusable = (scoring, plan, config) if hybrid_groups(model, plan) else None
-    return MethodChoice(best[1], best[2], tuple(trials), len(scoring.feeds), reusable)
+    return MethodChoice(best[1], best[2], tuple(trials), len(scoring.feeds), best[0])
+
+
+@dataclass(frozen=True)
+class GroupChoice:
+    """The outcome of a greedy search over groups of nodes (``greedy_groups``)."""
+
+    config: Config  # with the kept groups applied
+    plan: Plan
+    trials: tuple[tuple[str, int, float], ...]  # (group, nodes, score dB)
+    base_score: float
+    score: float  # of the returned config and plan
+    kept: tuple[str, ...]
+
+    def describe(self, what: str, label: Callable[[str], str], gain_db: float, kept_as: str) -> str | None:
+        if not self.trials:
+            return None
+        tried = ", ".join(f"{label(group)} x{n}: {score:.1f} dB" for group, n, score in self.trials)
+        return (
+            f"{what}: {self.base_score:.1f} dB as planned; {tried}; kept {kept_as}: "
+            f"{', '.join(self.kept) or 'none'} (a group needs +{gain_db:g} dB)"
+        )
+
+
+def greedy_groups(
+    scoring: Scoring,
+    plan: Plan,
+    ranges: Ranges,
+    config: Config,
+    base_score: float,
+    groups: dict[str, tuple[str, ...]],
+    apply: Callable[[Config, str, tuple[str, ...]], Config],
+    gain_db: float,
+) -> GroupChoice:
+    """Try each group (largest first) on top of what was kept so far; keep it when the output
+    score rises by at least ``gain_db``. ``apply(config, group, members)`` returns the config
+    with one more group applied; a trial whose plan needs a range calibration did not provide is skipped."""
+    best_config, best_plan, best = config, plan, base_score
+    trials, kept = [], []
+    for group, members in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
+        trial_config = apply(best_config, group, members)
+        trial_plan = make_plan(scoring.model, trial_config)
+        if not set(trial_plan.activations) <= set(ranges):
+            continue
+        got = scoring.score_plan(trial_plan, ranges, trial_config)
+        trials.append((group, len(members), got))
+        if got >= best + gain_db:
+            best, best_config, best_plan = got, trial_config, trial_plan
+            kept.append(group)
+    return GroupChoice(best_config, best_plan, tuple(trials), base_score, best, tuple(kept))
 
 
 # A group of MatMuls goes hybrid only when that lifts the output SQNR by at least this much.
 HYBRID_GAIN_DB = 1.0
 
 
-@dataclass(frozen=True)
-class HybridChoice:
-    config: Config  # with the chosen nodes added to ``hybrid``
-    plan: Plan
-    trials: tuple[tuple[str, int, float], ...]  # (producer op type, nodes, score dB)
-    base_score: float
-    kept: tuple[str, ...]  # producer op types whose MatMuls went hybrid
-
-    def describe(self) -> str | None:
-        if not self.trials:
-            return None
-        tried = ", ".join(f"{op}-fed x{n}: {score:.1f} dB" for op, n, score in self.trials)
-        kept = ", ".join(self.kept) or "none"
-        return (
-            f"hybrid MatMuls by input producer: {self.base_score:.1f} dB all int8; {tried}; "
-            f"kept hybrid: {kept} (a group needs +{HYBRID_GAIN_DB:g} dB)"
-        )
-
-
-def hybrid_groups(model: onnx.ModelProto, plan: Plan) -> dict[str, list[str]]:
+def hybrid_groups(model: onnx.ModelProto, plan: Plan) -> dict[str, tuple[str, ...]]:
     """int8 weighted MatMul/Gemm nodes grouped by the op type producing their activation input.
 
     Transformers repeat the same blocks, so "the MatMuls fed by a GELU Mul" or "... by a
@@ -184,43 +213,17 @@ def hybrid_groups(model: onnx.ModelProto, plan: Plan) -> dict[str, list[str]]:
             continue  # activation x activation (attention scores): no constant weight to run hybrid
         producer = made_by.get(node.input[0])
         groups.setdefault(producer.op_type if producer is not None else "input", []).append(node.name)
-    return groups
+    return {op: tuple(names) for op, names in groups.items()}
 
 
-def choose_hybrid(
-    model: onnx.ModelProto, plan: Plan, ranges: Ranges, config: Config, data_dir: Path,
-    method_choice: MethodChoice | None = None,
-) -> HybridChoice:
-    """Greedily run groups of MatMuls with hybrid kernels where that measurably pays.
+def choose_hybrid(plan: Plan, ranges: Ranges, config: Config, scoring: Scoring, base_score: float) -> GroupChoice:
+    """Greedily run groups of MatMuls with hybrid kernels where that measurably pays;
+    ``base_score`` is the score of ``plan`` as it stands."""
+    return greedy_groups(
+        scoring, plan, ranges, config, base_score, hybrid_groups(scoring.model, plan),
+        lambda c, _, names: dataclasses.replace(c, hybrid=c.hybrid + names), HYBRID_GAIN_DB,
+    )  # fmt: skip
 
-    ``method_choice``: the ``choose_method`` result these ``ranges`` came from, if any; its
-    scoring samples, float outputs and score of this very int8 model are reused (the same
-    numbers a fresh computation gives: one thread, the same samples and model)."""
-    reuse = method_choice.reusable if method_choice is not None and method_choice.ranges is ranges else None
-    if reuse is not None and (reuse[1] is not plan or reuse[2] != config):
-        reuse = None
-    if reuse is None:
-        groups = hybrid_groups(model, plan) if byte_size(model) <= MAX_MODEL_BYTES else {}
-    else:
-        groups = hybrid_groups(model, plan)  # choose_method checked the size
-    if not groups:
-        return HybridChoice(config, plan, (), math.nan, ())
-    scoring = reuse[0] if reuse is not None else Scoring(model, config, data_dir)
 
-    def score(candidate_plan: Plan, candidate_config: Config) -> float:
-        return scoring.score(quantize_static(copy.deepcopy(model), candidate_plan, ranges, candidate_config))
-
-    best_config, best_plan = config, plan
-    best = method_choice.score_of(method_choice.method) if reuse is not None else score(plan, config)
-    base, trials, kept = best, [], []
-    for op_type, names in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
-        trial_config = dataclasses.replace(best_config, hybrid=best_config.hybrid + tuple(names))
-        trial_plan = make_plan(model, trial_config)
-        if not set(trial_plan.activations) <= set(ranges):
-            continue
-        got = score(trial_plan, trial_config)
-        trials.append((op_type, len(names), got))
-        if got >= best + HYBRID_GAIN_DB:
-            best, best_config, best_plan = got, trial_config, trial_plan
-            kept.append(op_type)
-    return HybridChoice(best_config, best_plan, tuple(trials), base, tuple(kept))
+def describe_hybrid(choice: GroupChoice) -> str | None:
+    return choice.describe("hybrid MatMuls by input producer", lambda op: f"{op}-fed", HYBRID_GAIN_DB, "hybrid")

@@ -43,33 +43,24 @@ def test_auto_keeps_the_best_scoring_method_and_records_it(tmp_path):
     assert explicit.outputs.onnx.read_bytes() == result.outputs.onnx.read_bytes()
 
 
-def test_choose_hybrid_reusing_choose_methods_scoring_decides_and_scores_the_same(tmp_path, monkeypatch):
+def test_one_scoring_serves_every_choice_and_scores_chain(tmp_path, monkeypatch):
+    """auto method, auto-hybrid and auto-fallback read the scoring samples and run the float
+    model once per conversion, and each step starts from the score the previous one ended at."""
     from pathlib import Path
 
-    from ptq import loader, tune
-    from ptq.calibrate.runner import observe
-    from ptq.config import Config
-    from ptq.quantize.plan import make_plan
+    from ptq import tune
     from tests import tiny
 
     path = Path(tiny.save(tiny.embedding_mlp(), tmp_path / "mlp.onnx"))
     data = Path(tiny.id_samples(tmp_path / "calib", n=6))
-    model = loader.load(path).model
-    config = Config(calibration_data=data)
-    plan = make_plan(model, config)
-    observers, _ = observe(model, plan.activations, data)
-    choice = tune.choose_method(model, plan, observers, config, data)
-    assert choice.reusable is not None  # the MLP has hybrid groups
-
-    fresh = tune.choose_hybrid(model, plan, choice.ranges, config, data)
     built = []
     original = tune.Scoring.__init__
     monkeypatch.setattr(tune.Scoring, "__init__", lambda self, *a: built.append(1) or original(self, *a))
-    reused = tune.choose_hybrid(model, plan, choice.ranges, config, data, choice)
-    assert built == []  # no second read of the samples, no second float session
-    assert (reused.trials, reused.base_score, reused.kept, reused.config) == (fresh.trials, fresh.base_score, fresh.kept, fresh.config)
-    assert reused.base_score == choice.score_of(choice.method)
-    # Other ranges than the choice's: nothing reused.
-    other = dict(choice.ranges)
-    tune.choose_hybrid(model, plan, other, config, data, choice)
+    result = ptq.convert(path, ptq.Config(output=tmp_path / "q.onnx", calibration_data=data, auto_fallback=True, write_ort=False))
     assert built == [1]
+    notes = {n.split(":")[0]: n for n in result.notes}
+    method_note = notes["calibration method auto"]
+    chosen = result.calibration_method
+    chosen_score = method_note.split(f"{chosen} ")[-1].split(" dB")[0]
+    hybrid_note = notes["hybrid MatMuls by input producer"]  # the MLP has MatMul groups
+    assert hybrid_note.split(": ")[1].startswith(f"{chosen_score} dB as planned")

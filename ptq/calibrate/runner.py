@@ -74,6 +74,29 @@ MAX_BATCH = 8
 BATCH_BUDGET_BYTES = 32 << 20  # two samples of up to 16 MB
 
 
+def sample_values(
+    model: onnx.ModelProto,
+    tensors: list[str],
+    data_dir: Path,
+    limit: int | None = None,
+    image_format: ImageFormat | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """For each calibration sample, the values of ``tensors`` (graph inputs come from the feed,
+    others from one session with them as extra outputs), one sample at a time: for passes
+    whose per-tensor state is small (per-channel means or maxima), not for the range pass."""
+    graph_inputs = {i.name for i in model.graph.input}
+    with with_outputs(model, tensors) as observed:
+        sess = session(observed)
+    computed = [o.name for o in sess.get_outputs() if o.name in set(tensors)]
+    for index, feed in enumerate(Samples(data_dir, input_specs(model), limit, image_format)):
+        try:
+            values = dict(zip(computed, sess.run(computed, feed)))
+        except Exception as exc:
+            raise CalibrationDataError(f"sample {index + 1}: onnxruntime failed on it: {ort_error_line(exc)}") from None
+        values.update({t: feed[t] for t in tensors if t in graph_inputs and t in feed})
+        yield values
+
+
 def calibrate(
     model: onnx.ModelProto,
     tensors: list[str],
