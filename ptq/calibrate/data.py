@@ -136,18 +136,8 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     """The arrays of a ``.npz`` (keys without ``.npy``), each checked as ``read_npy`` does."""
     feed: dict[str, np.ndarray] = {}
     with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            if info.is_dir():
-                continue
-            if not info.filename.endswith(".npy"):
-                raise CalibrationDataError(f"{path.name}: member {info.filename!r} is not a .npy array")
+        for info in _members(archive, path):
             key = info.filename[: -len(".npy")]
-            if key in feed:
-                raise CalibrationDataError(f"{path.name}: key {key!r} appears twice")
-            if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + (1 << 20):
-                raise CalibrationDataError(
-                    f"{path.name}: member {info.filename!r} claims {info.file_size} bytes from {info.compress_size} compressed; refused"
-                )
             with archive.open(info) as member:
                 feed[key] = read_npy(member, info.file_size, f"{path.name}[{key}]")
     return feed
