@@ -38,6 +38,18 @@ def byte_size(message) -> int:
         return 2**31
 
 
+def serialized_within(message, limit: int) -> bytes | None:
+    """``message`` serialized, or None when that is over ``limit`` bytes or impossible (2 GB).
+
+    For a decision on size that is followed by a serialization anyway: one serialization instead
+    of ``byte_size``'s plus the caller's (each 0.2 s on MiniLM's 90 MB)."""
+    try:
+        data = message.SerializeToString()
+    except Exception:  # EncodeError: "Failed to serialize proto"
+        return None
+    return data if len(data) <= limit else None
+
+
 def has_subgraph(node: onnx.NodeProto) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 
@@ -170,7 +182,7 @@ def inference_session(model, options=None, providers=("CPUExecutionProvider",)):
         options = ort.SessionOptions()
         options.log_severity_level = 4  # failures come back as exceptions; no C++ log lines on stderr
     if isinstance(model, onnx.ModelProto):
-        model = onnx_file.split_external(model) if byte_size(model) > onnx_file.EXTERNAL_DATA_THRESHOLD else model.SerializeToString()
+        model = serialized_within(model, onnx_file.EXTERNAL_DATA_THRESHOLD) or onnx_file.split_external(model)
     external = getattr(model, "external", None)
     if external is None:
         return ort.InferenceSession(model, options, providers=list(providers))
