@@ -32,6 +32,7 @@ from ptq.config import CalibrationMethod, Config
 from ptq.graph import byte_size, initializers, producers
 from ptq.quantize.plan import WEIGHTED, Plan, make_plan
 from ptq.quantize.static import quantize_static
+from ptq.quantize.weights import WeightMemo
 
 # The estimators auto chooses between, in tie-break order (percentile: the best on most models).
 CANDIDATES = (CalibrationMethod.PERCENTILE, CalibrationMethod.MINMAX, CalibrationMethod.MSE)
@@ -61,6 +62,7 @@ class Scoring:
         # Serialized here rather than by ``session``: the caller checked the size already, and
         # ``session`` would measure it again (ByteSize costs a serialization: 0.12 s on MiniLM).
         self.reference = _float_outputs(session(model.SerializeToString(), threads=1), self.feeds)
+        self.weight_memo = WeightMemo()  # the candidates share ``model``'s weights
 
     def score(self, candidate: onnx.ModelProto) -> float:
         """``output_score`` of ``candidate`` (an int8 model no larger than the float one)."""
@@ -68,7 +70,7 @@ class Scoring:
 
     def score_plan(self, plan: Plan, ranges: Ranges, config: Config) -> float:
         """The score of the int8 model ``plan``, ``ranges`` and ``config`` make of the float model."""
-        return self.score(quantize_static(copy.deepcopy(self.model), plan, ranges, config))
+        return self.score(quantize_static(copy.deepcopy(self.model), plan, ranges, config, self.weight_memo))
 
 
 def scoring_for(model: onnx.ModelProto, config: Config, data_dir: Path) -> Scoring | None:

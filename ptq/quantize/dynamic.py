@@ -22,12 +22,11 @@ import onnx
 from onnx import TensorProto, helper
 
 from ptq.config import Config, Scheme
-from ptq import qmath
-from ptq.graph import attr, has_subgraph, initializers, to_array
+from ptq.graph import attr, has_subgraph, initializers
 from ptq.quantize import kernels, lstm
 from ptq.quantize.plan import HYBRID, WEIGHT_ONLY, Decision, is_excluded, weight_axis
 from ptq.quantize.rewrite import GraphBuilder, finish
-from ptq.quantize.weights import WeightStore, require_finite
+from ptq.quantize.weights import WeightStore
 
 # Small tensors are not worth an extra node: LayerNorm gammas, tiny heads.
 MIN_WEIGHT_ELEMENTS = 256
@@ -148,8 +147,7 @@ def int8_gather(node, store: WeightStore, builder: GraphBuilder) -> list[onnx.No
         new_node.input[0] = w.q
         new_node.output[0] = gathered
         return [new_node, builder.dequantize_node(gathered, w.scale, w.zero_point, node.output[0])]
-    values = require_finite(table, to_array(store.inits[table]).astype(np.float32))
-    q, scale, _ = qmath.quantize_weight(values, np.int8, symmetric=True, axis=0, reduce_range=False)
+    q, scale, _ = store.quantized_arrays(table, 0, symmetric=True, reduce_range=False)
     rows_q = builder.constant(f"{table}/int8_rows", q)
     row_scales = builder.constant(f"{table}/row_scale", scale.astype(np.float32).reshape(-1, 1))
     name = node.name or node.output[0]

@@ -28,7 +28,7 @@ from ptq.quantize import kernels, lstm
 from ptq.quantize.dynamic import hybrid_matmul, int8_gather
 from ptq.quantize.plan import ABSORBED, HYBRID, MOVEMENT, WEIGHT_ONLY, WEIGHTED, Plan
 from ptq.quantize.rewrite import GraphBuilder, finish
-from ptq.quantize.weights import WeightStore, require_finite
+from ptq.quantize.weights import WeightMemo, WeightStore, require_finite
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,15 @@ def activation_qparams(
 
 
 def quantize_static(
-    model: onnx.ModelProto, plan: Plan, ranges: dict[str, tuple[float, float]], config: Config
+    model: onnx.ModelProto,
+    plan: Plan,
+    ranges: dict[str, tuple[float, float]],
+    config: Config,
+    weight_memo: WeightMemo | None = None,
 ) -> onnx.ModelProto:
-    """Return a QDQ model: ``model`` with the plan's tensors and weights quantized."""
+    """Return a QDQ model: ``model`` with the plan's tensors and weights quantized.
+
+    ``weight_memo``: shared by the candidates built from one float model (see ``WeightMemo``)."""
     qparams = activation_qparams(model, plan, ranges, config)
     builder = GraphBuilder(model)
     graph = model.graph
@@ -86,7 +92,9 @@ def quantize_static(
     read_by = consumers(graph)
     graph_outputs = {o.name for o in graph.output}
     act_dtype = activation_dtype(config)
-    store = WeightStore(builder, inits, symmetric=config.weights == Scheme.SYMMETRIC, reduce_range=config.reduce_range)
+    store = WeightStore(
+        builder, inits, symmetric=config.weights == Scheme.SYMMETRIC, reduce_range=config.reduce_range, memo=weight_memo
+    )
 
     quantized_name: dict[str, str] = {}  # activation tensor -> its int8 tensor
     qparam_names: dict[str, tuple[str, str]] = {}  # activation tensor -> (scale, zero point) initializers
