@@ -69,6 +69,18 @@ class MinMaxObserver:
         return self.lo, self.hi
 
 
+# Large updates count the bulk of the distribution from a sample of the values and the tails
+# exactly. Binning costs about 2.6 ns a value (2-core EPYC), which made the observer thread,
+# not onnxruntime, the bottleneck of calibrating YOLOv8n (14 M observed values a sample). Every
+# range estimator decides in the tails (percentile cuts at 99.99 %, MSE and entropy clip where
+# the few extreme values are), so those bins get every value; the bulk bins only weigh the
+# rounding error, and from a stride sample of a quarter million values or more their counts are
+# within a percent or so.
+SAMPLED_MIN_VALUES = 1 << 16  # smaller updates are counted exactly
+TAIL_MASS = 0.002  # fraction of the mass seen so far on each side whose bins are counted exactly
+SAMPLE_STRIDES = (7, 11, 13)  # a prime that does not divide the innermost axis (no aliasing)
+
+
 class HistogramObserver:
     """A fixed number of equal-width bins over the running ``[lo, hi]`` of the data.
 
@@ -77,10 +89,16 @@ class HistogramObserver:
     O(log range) times) and the old counts are re-binned: each old bin's count is spread over the
     new bins it overlaps in proportion to the overlap. ``merge`` re-bins both histograms onto
     the union range; it is associative up to that re-binning.
+
+    An update of ``SAMPLED_MIN_VALUES`` or more values, after the first, counts the bins holding
+    the outer ``TAIL_MASS`` of the mass seen so far on each side exactly and the bins between
+    them from every ``stride``-th value, weighted by the stride (``sampled_bin_counts``).
+    Min/max are always exact. ``exact=True`` counts every value.
     """
 
-    def __init__(self, bins: int = 2048) -> None:
+    def __init__(self, bins: int = 2048, exact: bool = False) -> None:
         self.bins = bins
+        self.exact = exact
         self.counts = np.zeros(bins, dtype=np.float64)
         self.lo = 0.0
         self.hi = 0.0
@@ -117,7 +135,12 @@ class HistogramObserver:
             self.lo, self.hi = xmin, _resolvable_hi(xmin, xmax, self.bins)
         elif xmin < self.lo or xmax > self.hi:
             self._widen(min(xmin, self.lo), max(xmax, self.hi))
-        self.counts += bin_counts(finite, self.lo, self.hi, self.bins, xmin, xmax)
+        bulk = None if first or self.exact or finite.size < SAMPLED_MIN_VALUES else bulk_bins(self.counts, TAIL_MASS)
+        if bulk is None:
+            self.counts += bin_counts(finite, self.lo, self.hi, self.bins, xmin, xmax)
+        else:
+            stride = sample_stride(x.shape)
+            self.counts += sampled_bin_counts(finite, self.lo, self.hi, self.bins, bulk, stride, xmin, xmax)
 
     def merge(self, other: "HistogramObserver") -> "HistogramObserver":
         if other.minmax.count == 0:
@@ -137,9 +160,70 @@ class HistogramObserver:
         return self.minmax.range()
 
 
+# ---------------------------------------------------------------------- observers derived from others
+
+
+def _sigmoid(x):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def _logit(y):
+    y = np.clip(np.asarray(y, dtype=np.float64), 0.0, 1.0)
+    with np.errstate(divide="ignore"):
+        return np.log(y) - np.log1p(-y)
+
+
+def _arctanh(y):
+    with np.errstate(divide="ignore"):
+        return np.arctanh(np.clip(np.asarray(y, dtype=np.float64), -1.0, 1.0))
+
+
+# Strictly increasing elementwise functions: (forward, inverse) in float64.
+MONOTONE = {"Sigmoid": (_sigmoid, _logit), "Tanh": (np.tanh, _arctanh)}
+
+
+def image(observer, op_type: str):
+    """The observer of ``f(x)`` for ``f`` the strictly increasing ``MONOTONE[op_type]``, made from
+    ``observer`` (of ``x``) without seeing the values.
+
+    Min and max map exactly (up to the last bit of onnxruntime's own ``f``). Each new bin's
+    count is the source's cumulative count between the preimages of its edges, interpolated
+    within source bins as ``merge``'s re-binning does; so a percentile of the image is the image
+    of the percentile, and MSE and entropy see the same distribution binned anew."""
+    forward, inverse = MONOTONE[op_type]
+    if isinstance(observer, MinMaxObserver):
+        out = MinMaxObserver()
+        if observer.count:
+            out._add(float(forward(observer.lo)), float(forward(observer.hi)), observer.count)
+        return out
+    out = HistogramObserver(observer.bins, observer.exact)
+    if observer.minmax.count == 0:
+        return out
+    out.minmax._add(float(forward(observer.minmax.lo)), float(forward(observer.minmax.hi)), observer.minmax.count)
+    lo, hi = float(forward(observer.lo)), float(forward(observer.hi))
+    hi = _resolvable_hi(lo, hi, out.bins)
+    cumulative = np.concatenate([[0.0], np.cumsum(observer.counts)])
+    preimages = inverse(np.linspace(lo, hi, out.bins + 1))
+    at_edges = np.interp(preimages, observer.edges, cumulative, left=0.0, right=cumulative[-1])
+    out.counts, out.lo, out.hi = np.diff(at_edges), lo, hi
+    return out
+
+
+def union(observers: list):
+    """The observer of the values of all ``observers`` together (a Concat of their tensors)."""
+    out = HistogramObserver(observers[0].bins, observers[0].exact) if isinstance(observers[0], HistogramObserver) else MinMaxObserver()
+    for observer in observers:
+        out.merge(observer)
+    return out
+
+
 # Values binned per step: bounds the temporaries (a float and an index per value) to about
 # 1 MB, which stay in cache (65536 measured 10% faster a value than 262144 on the EPYC).
 _BLOCK = 1 << 16
+# sampled_bin_counts makes a dozen numpy calls a block on mostly 1-byte temporaries: larger
+# blocks spend less on call overhead (1.54 -> 1.43 ns a value from 65536 to 262144).
+_SAMPLED_BLOCK = 1 << 18
 
 
 def bin_counts(
@@ -160,13 +244,7 @@ def bin_counts(
     clipping every position first, one pass fewer.
     """
     flat = x.reshape(-1)
-    dtype = np.float32 if flat.dtype.itemsize <= 4 and max(abs(lo), abs(hi)) <= 1e30 else np.float64
-    lo_t, scale = dtype(lo), dtype(bins / (hi - lo))
-    if xmin is None or xmax is None:
-        xmin, xmax = flat.min(), flat.max()
-    ends = np.subtract(np.array([xmin, xmax], dtype=flat.dtype), lo_t, dtype=dtype)
-    ends *= scale
-    clip = not (ends[0] > -1 and ends[1] < bins + 1)
+    dtype, lo_t, scale, clip = _positions(flat, lo, hi, bins, xmin, xmax)
     counts = None
     for start in range(0, flat.size, _BLOCK):
         position = np.subtract(flat[start : start + _BLOCK], lo_t, dtype=dtype)
@@ -177,6 +255,89 @@ def bin_counts(
         counts = block if counts is None else counts + block
     if counts is None:
         return np.zeros(bins, dtype=np.int64)
+    counts[bins - 1] += counts[bins]
+    return counts[:bins]
+
+
+def _positions(flat: np.ndarray, lo: float, hi: float, bins: int, xmin, xmax):
+    """``(dtype, lo, scale, clip)`` of ``bin_counts``' position arithmetic for ``flat``."""
+    dtype = np.float32 if flat.dtype.itemsize <= 4 and max(abs(lo), abs(hi)) <= 1e30 else np.float64
+    lo_t, scale = dtype(lo), dtype(bins / (hi - lo))
+    if xmin is None or xmax is None:
+        xmin, xmax = flat.min(), flat.max()
+    ends = np.subtract(np.array([xmin, xmax], dtype=flat.dtype), lo_t, dtype=dtype)
+    ends *= scale
+    return dtype, lo_t, scale, not (ends[0] > -1 and ends[1] < bins + 1)
+
+
+def bulk_bins(counts: np.ndarray, tail_mass: float) -> tuple[int, int] | None:
+    """``(first, end)``: bins ``[first, end)`` lie between the lowest and the highest
+    ``tail_mass`` of ``counts``' mass (bins holding part of a tail belong to the tail); None
+    when no bin does (or nothing was counted yet)."""
+    cumulative = np.cumsum(counts)
+    total = float(cumulative[-1]) if cumulative.size else 0.0
+    if total <= 0:
+        return None
+    first = int(np.searchsorted(cumulative, tail_mass * total, side="right")) + 1
+    end = int(np.searchsorted(cumulative, (1.0 - tail_mass) * total, side="left"))
+    return (first, end) if end > first else None
+
+
+def sample_stride(shape: tuple[int, ...]) -> int:
+    """The first of ``SAMPLE_STRIDES`` that does not divide the innermost axis, so a stride
+    sample of a feature map visits every column (and so every border) alike."""
+    inner = shape[-1] if shape else 1
+    return next((p for p in SAMPLE_STRIDES if inner % p), SAMPLE_STRIDES[-1] + 4)  # 17
+
+
+def sampled_bin_counts(
+    x: np.ndarray,
+    lo: float,
+    hi: float,
+    bins: int,
+    bulk: tuple[int, int],
+    stride: int,
+    xmin: float | None = None,
+    xmax: float | None = None,
+) -> np.ndarray:
+    """``bin_counts`` with the bins outside ``bulk = (first, end)`` counted exactly and those
+    inside from the values at flat indices ``0, stride, 2 * stride, ...``, times ``stride``.
+
+    The tails are picked by value (below the edge of bin ``first``, from the edge of bin
+    ``end``), which spares computing a bin for every value; a value within rounding of one of
+    those two edges may be binned on the other side of it, as in ``bin_counts``. Deterministic:
+    the sample is fixed by the array alone.
+    """
+    flat = x.reshape(-1)
+    dtype, lo_t, scale, clip = _positions(flat, lo, hi, bins, xmin, xmax)
+    first, end = bulk
+    width = (hi - lo) / bins
+    low_edge, high_edge = flat.dtype.type(lo + first * width), flat.dtype.type(lo + end * width)
+
+    def binned(values: np.ndarray) -> np.ndarray:
+        position = np.subtract(values, lo_t, dtype=dtype)
+        position *= scale
+        if clip:
+            np.clip(position, 0, bins - 1, out=position)
+        return np.bincount(position.astype(np.intp), minlength=bins + 1)
+
+    counts = np.zeros(bins + 1, dtype=np.int64)
+    sampled = np.zeros(bins + 1, dtype=np.int64)
+    size = min(_SAMPLED_BLOCK, flat.size)
+    low, high = np.empty(size, dtype=bool), np.empty(size, dtype=bool)
+    for start in range(0, flat.size, _SAMPLED_BLOCK):
+        block = flat[start : start + _SAMPLED_BLOCK]
+        n = block.size
+        np.less(block, low_edge, out=low[:n])
+        np.greater_equal(block, high_edge, out=high[:n])
+        np.logical_or(low[:n], high[:n], out=low[:n])
+        tails = block[low[:n]]
+        if tails.size:
+            counts += binned(tails)
+        sampled += binned(block[(-start) % stride :: stride])
+    sampled[:first] = 0
+    sampled[end:] = 0
+    counts += sampled * stride
     counts[bins - 1] += counts[bins]
     return counts[:bins]
 

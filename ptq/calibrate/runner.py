@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 
 from ptq.calibrate import ranges as range_estimators
 from ptq.calibrate.data import InputSpec, Samples, input_specs
-from ptq.calibrate.observers import HistogramObserver, MinMaxObserver
+from ptq.calibrate.observers import MONOTONE, HistogramObserver, MinMaxObserver, image, union
 from ptq.config import CalibrationMethod, ImageFormat
 from ptq.errors import CalibrationDataError, UnsupportedModelError
 from ptq.graph import inference_session, ort_error_line
@@ -141,14 +141,16 @@ def observe(
     samples = Samples(data_dir, specs, limit, image_format)
     total = len(samples)
     same = same_values(model, tensors)
+    derived = derived_values(model, tensors, same)
     parallel = len(os.sched_getaffinity(0)) > 1
-    with with_outputs(model, [t for t in tensors if t not in same]) as observed:
+    skipped = set(same) | set(derived)
+    with with_outputs(model, [t for t in tensors if t not in skipped]) as observed:
         sess = session(observed, spinning=not parallel)
     output_names = [o.name for o in sess.get_outputs()]
-    wanted = set(tensors) - set(same)
+    wanted = set(tensors) - skipped
     make = HistogramObserver if histogram else MinMaxObserver
-    own = {name: make() for name in tensors if name not in same}
-    observers = {name: own[same.get(name, name)] for name in tensors}
+    own = {name: make() for name in tensors if name not in skipped}
+    observers: dict[str, MinMaxObserver | HistogramObserver] = dict(own)
     used = 0
 
     def observe_sample(feed: dict[str, np.ndarray], outputs: list[np.ndarray]) -> None:
@@ -195,7 +197,12 @@ def observe(
     finally:
         if worker is not None:
             worker.shutdown(wait=True, cancel_futures=True)
-    return observers, used
+    for name, (op_type, sources) in derived.items():  # in graph order: sources come first
+        found = [observers[same.get(source, source)] for source in sources]
+        observers[name] = image(found[0], op_type) if op_type in MONOTONE else union(found)
+    for name, source in same.items():
+        observers[name] = observers[source]
+    return {name: observers[name] for name in tensors}, used
 
 
 # Ops whose output holds exactly the values of their first input, rearranged: the output's
@@ -218,6 +225,27 @@ def same_values(model: onnx.ModelProto, tensors: list[str]) -> dict[str, str]:
             if out in wanted and source in wanted and out != source:
                 same[out] = same.get(source, source)
     return same
+
+
+def derived_values(model: onnx.ModelProto, tensors: list[str], same: dict[str, str]) -> dict[str, tuple[str, list[str]]]:
+    """Observed tensor -> ``(op type, observed inputs)`` for tensors whose observer is made from
+    their inputs' after the pass instead of from their values: outputs of strictly increasing
+    elementwise ops (``observers.MONOTONE``: Sigmoid, Tanh) and Concats of observed tensors (the
+    union of their values). In graph order. YOLOv8n: 73 of its 224 observed tensors, 5.2 M of
+    the 13.7 M values a sample the observer thread would otherwise bin."""
+    wanted = set(tensors)
+    derived: dict[str, tuple[str, list[str]]] = {}
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+            continue
+        out = node.output[0]
+        if out not in wanted or out in same:
+            continue
+        if node.op_type in MONOTONE and node.input and node.input[0] in wanted:
+            derived[out] = (node.op_type, [node.input[0]])
+        elif node.op_type == "Concat" and node.input and all(i in wanted for i in node.input):
+            derived[out] = ("Concat", list(node.input))
+    return derived
 
 
 def _free_batch(specs: list[InputSpec]) -> bool:

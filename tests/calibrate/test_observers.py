@@ -66,3 +66,62 @@ def test_histogram_observer_range_and_counts_are_exact_for_minmax_and_total():
     assert obs.range() == (float(finite.min()), float(finite.max()))
     assert obs.counts.sum() == finite.size == obs.minmax.count
     assert obs.lo <= finite.min() and obs.hi >= finite.max()
+
+
+def test_sampled_bin_counts_are_exact_in_the_tails_and_close_in_the_bulk():
+    from ptq.calibrate.observers import bin_counts, bulk_bins, sampled_bin_counts
+
+    rng = np.random.default_rng(4)
+    x = rng.laplace(size=(2, 64, 70, 30)).astype(np.float32)  # 268800 values, heavy tails
+    lo, hi, bins = float(x.min()), float(x.max()), 2048
+    exact = bin_counts(x, lo, hi, bins)
+    first, end = bulk_bins(exact, 0.002)
+    assert exact[:first].sum() >= 0.002 * x.size and exact[end:].sum() >= 0.002 * x.size
+    sampled = sampled_bin_counts(x, lo, hi, bins, (first, end), 7)
+    # Tails (all but the two edge bins, where a value within rounding of the edge may cross)
+    assert np.array_equal(sampled[: first - 1], exact[: first - 1]) and np.array_equal(sampled[end + 1 :], exact[end + 1 :])
+    assert abs(sampled.sum() / x.size - 1) < 0.005
+    # Bulk: coarse bins of the sampled counts within 4 standard deviations of a 1-in-7 sample
+    coarse = lambda c: c[first:end][: (end - first) // 16 * 16].reshape(-1, 16).sum(axis=1)  # noqa: E731
+    assert np.all(np.abs(coarse(sampled) - coarse(exact)) <= 4 * np.sqrt(7 * coarse(exact)) + 7)
+    assert np.array_equal(sampled, sampled_bin_counts(x, lo, hi, bins, (first, end), 7))  # deterministic
+
+
+def test_sample_stride_never_divides_the_innermost_axis():
+    from ptq.calibrate.observers import sample_stride
+
+    assert sample_stride((1, 16, 320, 320)) == 7
+    assert sample_stride((1, 64, 224, 224)) == 11  # 224 = 32 * 7
+    assert sample_stride((4, 77)) == 13
+    assert sample_stride((1001,)) == 17 and sample_stride(()) == 7
+
+
+def test_large_updates_give_the_ranges_of_exact_counting_within_a_step():
+    from ptq.calibrate import ranges
+    from ptq.calibrate.observers import SAMPLED_MIN_VALUES, HistogramObserver
+
+    rng = np.random.default_rng(5)
+    sampled, exact = HistogramObserver(), HistogramObserver(exact=True)
+    for i in range(6):
+        x = (rng.standard_t(4, size=SAMPLED_MIN_VALUES + 999) * (1 + 0.1 * i)).astype(np.float32)
+        sampled.update(x)
+        exact.update(x)
+    assert sampled.range() == exact.range() and sampled.minmax.count == exact.minmax.count
+    assert not np.array_equal(sampled.counts, exact.counts)  # the sampled path ran
+    for estimate in (lambda c, e: ranges.percentile_range(c, e, 99.99), ranges.mse_range, ranges.entropy_range):
+        lo, hi = estimate(exact.counts, exact.edges)
+        s_lo, s_hi = estimate(sampled.counts, sampled.edges)
+        step = (hi - lo) / 255
+        assert abs(s_lo - lo) <= step and abs(s_hi - hi) <= step
+
+
+def test_small_updates_are_counted_exactly():
+    from ptq.calibrate.observers import HistogramObserver
+
+    rng = np.random.default_rng(6)
+    default, exact = HistogramObserver(), HistogramObserver(exact=True)
+    for i in range(4):
+        x = rng.normal(size=(1, 16, 40, 40)).astype(np.float32) * (i + 1)
+        default.update(x)
+        exact.update(x)
+    assert np.array_equal(default.counts, exact.counts)

@@ -149,3 +149,45 @@ def test_reshaped_copies_share_their_source_observer_with_the_same_state(tmp_pat
     assert len({id(o) for o in alone.values()}) == len(tensors)
     assert _state(shared) == _state(alone)
     assert list(shared) == tensors
+
+
+def _derived_model():
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Sigmoid", ["c"], ["s"], name="sigmoid"),
+        helper.make_node("Tanh", ["c"], ["t"], name="tanh"),
+        helper.make_node("Mul", ["c", "s"], ["m"], name="silu"),
+        helper.make_node("Concat", ["m", "c"], ["y"], name="concat", axis=1),
+    ]
+    rng = np.random.default_rng(3)
+    w = onnx.numpy_helper.from_array((rng.normal(size=(4, 3, 3, 3)) * 0.7).astype(np.float32), "w")
+    graph = helper.make_graph(
+        nodes, "derived", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 20, 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None), helper.make_tensor_value_info("t", TensorProto.FLOAT, None)],
+        initializer=[w],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("histogram", [True, False], ids=["histogram", "minmax"])
+def test_sigmoid_tanh_and_concat_observers_derived_from_their_inputs_give_the_ranges_of_their_values(tmp_path, monkeypatch, histogram):
+    from ptq.config import CalibrationMethod
+
+    model = _derived_model()
+    tensors = ["x", "c", "s", "t", "m", "y"]
+    assert runner.derived_values(model, tensors, {}) == {"s": ("Sigmoid", ["c"]), "t": ("Tanh", ["c"]), "y": ("Concat", ["m", "c"])}
+    data = _samples(tmp_path / "c", [(1, 3, 20, 20)] * 12)
+    derived, used = runner.observe(model, tensors, data, histogram)
+    assert used == 12 and list(derived) == tensors
+    monkeypatch.setattr(runner, "derived_values", lambda *args: {})
+    seen, _ = runner.observe(model, tensors, data, histogram)
+    methods = list(CalibrationMethod)[:4] if histogram else [CalibrationMethod.MINMAX]
+    for name in ("s", "t", "y"):
+        assert derived[name].range() == pytest.approx(seen[name].range(), rel=1e-6, abs=1e-6)  # float32 rounding of f
+        for method in methods:
+            lo, hi = runner.choose_range(seen[name], method, 99.9)
+            d_lo, d_hi = runner.choose_range(derived[name], method, 99.9)
+            step = (hi - lo) / 255
+            assert abs(d_lo - lo) <= step and abs(d_hi - hi) <= step, (name, method)
