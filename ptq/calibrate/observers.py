@@ -183,15 +183,24 @@ def _arctanh(y):
 MONOTONE = {"Sigmoid": (_sigmoid, _logit), "Tanh": (np.tanh, _arctanh)}
 
 
-def image(observer, op_type: str):
-    """The observer of ``f(x)`` for ``f`` the strictly increasing ``MONOTONE[op_type]``, made from
-    ``observer`` (of ``x``) without seeing the values.
+def affine(slope: float, offset: float):
+    """``(forward, inverse)`` of ``x * slope + offset``, ``slope > 0`` (a Mul, Div, Add or Sub
+    by a constant): its image histogram is the source's, bin for bin, on mapped edges."""
+    if not slope > 0:
+        raise ValueError("affine image needs a positive slope")
+    return (lambda x: np.asarray(x, dtype=np.float64) * slope + offset), (lambda y: (np.asarray(y, dtype=np.float64) - offset) / slope)
+
+
+def image(observer, function):
+    """The observer of ``f(x)`` for a strictly increasing ``f`` given as ``function = (forward,
+    inverse)`` (``MONOTONE[op]`` or ``affine(...)``), made from ``observer`` (of ``x``) without
+    seeing the values.
 
     Min and max map exactly (up to the last bit of onnxruntime's own ``f``). Each new bin's
     count is the source's cumulative count between the preimages of its edges, interpolated
     within source bins as ``merge``'s re-binning does; so a percentile of the image is the image
     of the percentile, and MSE and entropy see the same distribution binned anew."""
-    forward, inverse = MONOTONE[op_type]
+    forward, inverse = function
     if isinstance(observer, MinMaxObserver):
         out = MinMaxObserver()
         if observer.count:

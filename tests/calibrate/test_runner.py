@@ -158,13 +158,16 @@ def _derived_model():
         helper.make_node("Tanh", ["c"], ["t"], name="tanh"),
         helper.make_node("Mul", ["c", "s"], ["m"], name="silu"),
         helper.make_node("Concat", ["m", "c"], ["y"], name="concat", axis=1),
+        helper.make_node("Add", ["three", "c"], ["a"], name="plus3"),
+        helper.make_node("Div", ["a", "six"], ["d"], name="div6"),
+        helper.make_node("Mul", ["d", "minus"], ["n"], name="negate"),  # negative slope: observed
     ]
     rng = np.random.default_rng(3)
     w = onnx.numpy_helper.from_array((rng.normal(size=(4, 3, 3, 3)) * 0.7).astype(np.float32), "w")
     graph = helper.make_graph(
         nodes, "derived", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 20, 20])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None), helper.make_tensor_value_info("t", TensorProto.FLOAT, None)],
-        initializer=[w],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "t", "n")],
+        initializer=[w] + [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in (("three", 3.0), ("six", 6.0), ("minus", -2.0))],
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -176,18 +179,31 @@ def test_sigmoid_tanh_and_concat_observers_derived_from_their_inputs_give_the_ra
     from ptq.config import CalibrationMethod
 
     model = _derived_model()
-    tensors = ["x", "c", "s", "t", "m", "y"]
-    assert runner.derived_values(model, tensors, {}) == {"s": ("Sigmoid", ["c"]), "t": ("Tanh", ["c"]), "y": ("Concat", ["m", "c"])}
+    tensors = ["x", "c", "s", "t", "m", "y", "a", "d", "n"]
+    from ptq.calibrate.observers import MONOTONE
+
+    derived_from = runner.derived_values(model, tensors, {})
+    assert {k: v for k, v in derived_from.items() if k in "sty"} == {"s": (["c"], MONOTONE["Sigmoid"]), "t": (["c"], MONOTONE["Tanh"]), "y": (["m", "c"], None)}
+    assert derived_from["a"][0] == ["c"] and derived_from["d"][0] == ["a"] and "n" not in derived_from
     data = _samples(tmp_path / "c", [(1, 3, 20, 20)] * 12)
     derived, used = runner.observe(model, tensors, data, histogram)
     assert used == 12 and list(derived) == tensors
     monkeypatch.setattr(runner, "derived_values", lambda *args: {})
     seen, _ = runner.observe(model, tensors, data, histogram)
     methods = list(CalibrationMethod)[:4] if histogram else [CalibrationMethod.MINMAX]
-    for name in ("s", "t", "y"):
+    for name in ("s", "t", "y", "a", "d"):
         assert derived[name].range() == pytest.approx(seen[name].range(), rel=1e-6, abs=1e-6)  # float32 rounding of f
         for method in methods:
+            if method == CalibrationMethod.ENTROPY and name in "ad":
+                continue  # symmetric thresholds on an offset histogram: sensitive to where the bins fall
             lo, hi = runner.choose_range(seen[name], method, 99.9)
             d_lo, d_hi = runner.choose_range(derived[name], method, 99.9)
             step = (hi - lo) / 255
             assert abs(d_lo - lo) <= step and abs(d_hi - hi) <= step, (name, method)
+    for method in [m for m in methods if m != CalibrationMethod.ENTROPY]:
+        # an affine image has the source's histogram, bin for bin: the range maps through (up to
+        # where the MSE search puts zero, which an offset moves)
+        c_lo, c_hi = runner.choose_range(derived["c"], method, 99.9)
+        d_lo, d_hi = runner.choose_range(derived["d"], method, 99.9)
+        step = (c_hi - c_lo) / 6 / 255
+        assert abs(d_lo - (c_lo + 3) / 6) <= step / 4 and abs(d_hi - (c_hi + 3) / 6) <= step / 4, method
