@@ -13,10 +13,10 @@ from pathlib import Path
 
 from ptq import __version__, bias_correction, loader, smooth
 from ptq.loader import SourceNode
-from ptq.calibrate.range_file import load_ranges, save_ranges, saved_exclude, saved_hybrid
+from ptq.calibrate.range_file import load_ranges, save_ranges, saved_exclude, saved_hybrid, saved_smoothquant
 from ptq.calibrate.runner import calibrate, observe
 from ptq.config import CalibrationMethod, Config, OutputPaths
-from ptq.errors import OutputError
+from ptq.errors import OutputError, UsageError
 from ptq.quantize.dynamic import quantize_dynamic
 from ptq.quantize.plan import make_plan
 from ptq.quantize.static import quantize_static
@@ -106,6 +106,15 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     samples = 0
     method_used, method_note = config.calibration_method, None
     if config.static:
+        if config.load_ranges is not None:
+            saved_alpha = saved_smoothquant(config.load_ranges)
+            if saved_alpha != config.smoothquant:
+                made = f"with --smoothquant {saved_alpha:g}" if saved_alpha is not None else "without --smoothquant"
+                asked = f"--smoothquant {config.smoothquant:g}" if config.smoothquant is not None else "no --smoothquant"
+                raise UsageError(
+                    f"{config.load_ranges} holds ranges calibrated {made}, this run has {asked}: the smoothed tensors' ranges"
+                    " fit only a model smoothed the same way (pass the same --smoothquant and -c, or calibrate anew)"
+                )
         if config.smoothquant is not None and config.calibration_data is not None:
             config, smooth_note = _smooth(model, config, report)
             if smooth_note:
@@ -165,7 +174,9 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
                     loaded.notes.append(describe(picked))
         del scoring
         if config.save_ranges is not None:
-            save_ranges(ranges, method_used, config.percentile, samples, config.save_ranges, config.hybrid, config.exclude)
+            save_ranges(
+                ranges, method_used, config.percentile, samples, config.save_ranges, config.hybrid, config.exclude, config.smoothquant
+            )
         if config.bias_correction and config.calibration_data is not None:
             report("bias correction", 0, 0)
             corrected = bias_correction.apply(model, plan, config, config.calibration_data)

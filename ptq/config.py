@@ -137,6 +137,8 @@ class Config:
             raise UsageError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.smoothquant is not None and not 0.0 <= self.smoothquant <= 1.0:
             raise UsageError(f"--smoothquant must be in [0, 1], got {self.smoothquant}")
+        if self.smoothquant is not None and self.calibration_data is None:
+            raise UsageError("--smoothquant needs -c/--calibration-data: the smoothing scales come from the samples' channel maxima")
         if self.calibration_samples is not None and self.calibration_samples < 1:
             raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}")
 

@@ -67,3 +67,53 @@ def _intermediate(model, x):
     probe.graph.output.append(helper.make_tensor_value_info("g", TensorProto.FLOAT, None))
     sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(["g"], {"x": x})[0]
+
+
+def _saved_model_and_samples(tmp_path):
+    path = tmp_path / "mlp.onnx"
+    model = _model()
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4]))
+    onnx.save(model, str(path))
+    data = tmp_path / "calib"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        x = rng.normal(size=(2, 8)).astype(np.float32)
+        x[:, 3] *= 30  # an outlier channel for smoothing to move
+        np.save(data / f"s{i}.npy", x)
+    return path, data
+
+
+def test_ranges_saved_from_a_smoothed_model_are_refused_without_the_same_smoothing(tmp_path):
+    import pytest
+
+    from ptq import Config, convert
+    from ptq.errors import UsageError
+
+    path, data = _saved_model_and_samples(tmp_path)
+    ranges = tmp_path / "ranges.json"
+    first = tmp_path / "first.onnx"
+    convert(path, Config(output=first, calibration_data=data, smoothquant=0.5, save_ranges=ranges, write_ort=False))
+    with pytest.raises(UsageError, match="needs -c"):
+        Config(output=tmp_path / "x.onnx", load_ranges=ranges, smoothquant=0.5)
+    with pytest.raises(UsageError, match="calibrated with --smoothquant 0.5, this run has no --smoothquant"):
+        convert(path, Config(output=tmp_path / "y.onnx", load_ranges=ranges, write_ort=False))
+    with pytest.raises(UsageError, match="this run has --smoothquant 0.8"):
+        convert(path, Config(output=tmp_path / "z.onnx", calibration_data=data, load_ranges=ranges, smoothquant=0.8, write_ort=False))
+    again = tmp_path / "again.onnx"
+    convert(path, Config(output=again, calibration_data=data, load_ranges=ranges, smoothquant=0.5, write_ort=False))
+    assert again.read_bytes() == first.read_bytes()
+    assert not (tmp_path / "y.onnx").exists() and not (tmp_path / "z.onnx").exists()
+
+
+def test_ranges_saved_without_smoothing_are_refused_by_a_smoothing_run(tmp_path):
+    import pytest
+
+    from ptq import Config, convert
+    from ptq.errors import UsageError
+
+    path, data = _saved_model_and_samples(tmp_path)
+    ranges = tmp_path / "ranges.json"
+    convert(path, Config(output=tmp_path / "plain.onnx", calibration_data=data, save_ranges=ranges, write_ort=False))
+    with pytest.raises(UsageError, match="calibrated without --smoothquant, this run has --smoothquant 0.5"):
+        convert(path, Config(output=tmp_path / "s.onnx", calibration_data=data, load_ranges=ranges, smoothquant=0.5, write_ort=False))

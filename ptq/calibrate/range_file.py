@@ -31,9 +31,13 @@ def save_ranges(
     path: Path,
     hybrid: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
+    smoothquant: float | None = None,
 ) -> None:
     """Write ``ranges`` and how they were chosen (the method auto picked, when it was auto), and
-    the nodes run hybrid, so that a rerun from the file builds the same model without data."""
+    the nodes run hybrid, so that a rerun from the file builds the same model without data.
+
+    ``smoothquant``: the alpha the ranges' model was smoothed with (its smoothed tensors' ranges
+    fit only a model smoothed the same way, from the same samples)."""
     document = {
         "format": FORMAT,
         "version": VERSION,
@@ -42,6 +46,7 @@ def save_ranges(
         "hybrid": list(hybrid),
         "exclude": list(exclude),
         "samples": samples,
+        **({"smoothquant": smoothquant} if smoothquant is not None else {}),
         "ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(ranges.items())},
     }
     write_bytes(Path(path), (json.dumps(document, indent=1) + "\n").encode())
@@ -55,6 +60,14 @@ def saved_hybrid(path: Path) -> tuple[str, ...]:
 def saved_exclude(path: Path) -> tuple[str, ...]:
     """The node names and op types the saved run kept float (empty for files without the key)."""
     return _names(path, "exclude")
+
+
+def saved_smoothquant(path: Path) -> float | None:
+    """The SmoothQuant alpha the saved ranges were calibrated with (None: no smoothing)."""
+    alpha = _read(path).get("smoothquant")
+    if alpha is not None and (not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0):
+        raise CalibrationDataError(f"{path}: 'smoothquant' is not an alpha in [0, 1]")
+    return None if alpha is None else float(alpha)
 
 
 def _names(path: Path, key: str) -> tuple[str, ...]:
