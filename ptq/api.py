@@ -48,6 +48,9 @@ class ConvertResult:
     calibration_samples: int = 0
     calibration_method: str = ""
     seconds: float = 0.0
+    # Tensors a float rewrite rescaled on purpose (SmoothQuant's per-channel 1/s): they differ
+    # from the float model's namesakes by design, so the per-layer table leaves them out.
+    rescaled: tuple[str, ...] = ()
 
     @property
     def size_ratio(self) -> float:
@@ -65,12 +68,13 @@ def resolve_outputs(source: Path, config: Config) -> OutputPaths:
     return outputs
 
 
-def _smooth(model, config: Config, report: Progress) -> tuple[Config, str | None]:
+def _smooth(model, config: Config, report: Progress) -> tuple[Config, str | None, tuple[str, ...]]:
     """Apply SmoothQuant in place where it is free (``ptq.smooth``); the Muls that now hold
-    per-channel constants are kept float (an int8 kernel would quantize the constant away)."""
+    per-channel constants are kept float (an int8 kernel would quantize the constant away).
+    Returns the new config, a note, and the activations it rescaled."""
     groups = smooth.find_groups(model)
     if not groups:
-        return config, None
+        return config, None, ()
     report("smooth", 0, 0)
     absmax = smooth.channel_absmax(
         model, [g.activation for g in groups], config.calibration_data, config.calibration_samples, config.image_format
@@ -78,7 +82,7 @@ def _smooth(model, config: Config, report: Progress) -> tuple[Config, str | None
     applied = smooth.apply(model, groups, absmax, config.smoothquant)
     keep_float = tuple(g.producer for g in groups if g.activation in applied)
     note = f"SmoothQuant (alpha {config.smoothquant:g}) moved activation outliers into {len(applied)} MatMul weight(s)"
-    return dataclasses.replace(config, exclude=config.exclude + keep_float), note
+    return dataclasses.replace(config, exclude=config.exclude + keep_float), note, tuple(sorted(applied))
 
 
 def convert(path: str | Path, config: Config | None = None, progress: Progress | None = None) -> ConvertResult:
@@ -104,6 +108,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     prepared_nodes = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
 
     samples = 0
+    rescaled: tuple[str, ...] = ()
     method_used, method_note = config.calibration_method, None
     if config.static:
         if config.load_ranges is not None:
@@ -116,7 +121,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
                     " fit only a model smoothed the same way (pass the same --smoothquant and -c, or calibrate anew)"
                 )
         if config.smoothquant is not None and config.calibration_data is not None:
-            config, smooth_note = _smooth(model, config, report)
+            config, smooth_note, rescaled = _smooth(model, config, report)
             if smooth_note:
                 loaded.notes.append(smooth_note)
         if config.load_ranges is not None:
@@ -224,5 +229,6 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
             f"ranges from {config.load_ranges.name}" if config.load_ranges else method_used.value
         ) if config.static else "",
         seconds=time.perf_counter() - started,
+        rescaled=rescaled,
     )
 

@@ -133,6 +133,19 @@ def _measure_options(f):
     return f
 
 
+def _per_layer_option(f):
+    return click.option(
+        "--per-layer",
+        is_flag=True,
+        help="Also print the per-layer error table: SQNR of every layer's output vs float, worst first"
+        " (always in .json/.html reports).",
+    )(f)
+
+
+def _wants_layers_or(per_layer: bool, reports) -> bool:
+    return per_layer or _wants_layers(reports)
+
+
 def _gate_options(f):
     """CI gates: exit code 6 when a figure misses its threshold (the report is still written)."""
     options = [
@@ -223,13 +236,14 @@ def _terminate(signum, frame) -> None:
 @click.option("--eval-samples", type=int, metavar="N", help="Measure on the first N samples only.")
 @click.option("--no-bench", is_flag=True, help="Skip the latency measurement (size and fidelity are still reported).")
 @_measure_options
+@_per_layer_option
 @_gate_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and failed gates).")
 @click.option("-v", "--verbose", is_flag=True, help="List every float fallback node.")
 @click.option("--debug", is_flag=True, help="Show a traceback on internal errors.")
 def convert_cmd(model, output, int8, calibration_data, weights, activations, per_channel, reduce_range, exclude,
                 hybrid, calibration_samples, smoothquant, bias_correction, auto_fallback, auto_hybrid, input_size, mean, std, layout, channel_order, calibration_method, save_ranges, load_ranges, percentile, no_ort, eval_data, eval_samples, no_bench,
-                threads, runs, warmup, reports, max_size_ratio, min_speedup, min_cosine, min_sqnr, min_top1,
+                threads, runs, warmup, reports, per_layer, max_size_ratio, min_speedup, min_cosine, min_sqnr, min_top1,
                 quiet, verbose, debug) -> None:  # fmt: skip
     """Quantize MODEL (a float32 .onnx) to int8; writes OUT, OUT's .ort and .ops.json, then measures
     size, latency (float and int8 interleaved) and fidelity side by side, checks the gates and
@@ -240,7 +254,7 @@ def convert_cmd(model, output, int8, calibration_data, weights, activations, per
     measured = None
     with _errors_to_exit_codes(debug):
         options = reporting.MeasureOptions(
-            threads=threads, runs=runs, warmup=warmup, latency=not no_bench, layers=_wants_layers(reports),
+            threads=threads, runs=runs, warmup=warmup, latency=not no_bench, layers=_wants_layers_or(per_layer, reports),
             samples=eval_samples, thresholds=_thresholds(max_size_ratio, min_speedup, min_cosine, min_sqnr, min_top1),
         )  # fmt: skip
         outputs = OutputPaths.for_output(output) if output else OutputPaths.default_for(model)
@@ -288,6 +302,10 @@ def convert_cmd(model, output, int8, calibration_data, weights, activations, per
             _write_reports(measured, reports)
         if not quiet:
             click.echo(render_summary(result, verbose, measured))
+            if per_layer and measured is not None:
+                from ptq.report.render import layer_table
+
+                click.echo(layer_table(measured))
         if measured is not None:
             _finish(measured, reports, quiet)
 
@@ -344,19 +362,20 @@ def render_summary(result: ConvertResult, verbose: bool = False, measured=None) 
 @click.option("--samples", type=int, metavar="N", help="Measure on the first N samples only.")
 @click.option("--no-bench", is_flag=True, help="Skip the latency measurement.")
 @_measure_options
+@_per_layer_option
 @_gate_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and failed gates).")
 @click.option("--debug", is_flag=True, help="Show a traceback on internal errors.")
-def compare(model_a, model_b, data, samples, no_bench, threads, runs, warmup, reports, max_size_ratio, min_speedup,
-            min_cosine, min_sqnr, min_top1, quiet, debug) -> None:  # fmt: skip
+def compare(model_a, model_b, data, samples, no_bench, threads, runs, warmup, reports, per_layer, max_size_ratio,
+            min_speedup, min_cosine, min_sqnr, min_top1, quiet, debug) -> None:  # fmt: skip
     """Size, latency and fidelity of B against A (the reference), e.g. last release vs this build,
     on the same inputs; the same table, reports and gates as convert."""
     from ptq import report as reporting
-    from ptq.report.render import text_table
+    from ptq.report.render import layer_table, text_table
 
     with _errors_to_exit_codes(debug):
         options = reporting.MeasureOptions(
-            threads=threads, runs=runs, warmup=warmup, latency=not no_bench, layers=_wants_layers(reports),
+            threads=threads, runs=runs, warmup=warmup, latency=not no_bench, layers=_wants_layers_or(per_layer, reports),
             samples=samples, thresholds=_thresholds(max_size_ratio, min_speedup, min_cosine, min_sqnr, min_top1),
         )  # fmt: skip
         reports = reporting.check_report_paths(reports, protected=[model_a, model_b])
@@ -365,6 +384,8 @@ def compare(model_a, model_b, data, samples, no_bench, threads, runs, warmup, re
         if not quiet:
             click.echo(f"ptq {__version__} compare")
             click.echo(text_table(report))
+            if per_layer:
+                click.echo(layer_table(report))
         _finish(report, reports, quiet)
 
 

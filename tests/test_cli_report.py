@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import onnx
 
 from bench import zoo
@@ -36,6 +37,23 @@ def test_convert_prints_the_table_and_passes_gates():
     assert {"det.int8.onnx", "det.int8.ort", "det.int8.ops.json", "report.json", "report.md", "report.html"} <= set(
         files(run.folder)
     )
+
+
+def test_per_layer_prints_the_worst_layers_first_and_the_markdown_holds_them():
+    import re
+
+    run = real.det_convert()
+    lines = run.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "per-layer error vs float, worst first" in line)
+    assert re.search(r"\((\d+) tensors, 4 samples\)", lines[start])
+    rows = [line for line in lines[start + 2 : start + 17] if " dB " in line]
+    assert len(rows) == 15 and "more, every one in a .json or .html --report" in lines[start + 17]
+    sqnr = [float(row.split()[0]) for row in rows]
+    assert sqnr == sorted(sqnr) and sqnr[0] < 30
+    doc = json.loads(run.file("report.json").read_text())
+    assert min(t["sqnr_db"] for t in doc["layers"]["tensors"]) == pytest.approx(sqnr[0], abs=0.05)
+    md = run.file("report.md").read_text(encoding="utf-8")
+    assert "<details><summary>Per-layer error vs float, worst 15 of" in md and md.count(" dB | 0.") >= 15
 
 
 def test_convert_markdown_is_a_pr_comment():

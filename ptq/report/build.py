@@ -266,9 +266,11 @@ def _check_same_inputs(paths: Sequence[Path]) -> None:
 # -------------------------------------------------------------------------------- measuring
 
 
-def _measure_pair(report: Report, paths: tuple[Path, Path], progress: Progress | None) -> Report:
+def _measure_pair(
+    report: Report, paths: tuple[Path, Path], progress: Progress | None, rescaled: tuple[str, ...] = ()
+) -> Report:
     try:
-        return _measure_pair_unchecked(report, paths, progress)
+        return _measure_pair_unchecked(report, paths, progress, rescaled)
     except CalibrationDataError as exc:
         if report.data is not None and report.data.source == data_mod.SYNTHESIZED:
             raise CalibrationDataError(
@@ -278,7 +280,9 @@ def _measure_pair(report: Report, paths: tuple[Path, Path], progress: Progress |
         raise
 
 
-def _measure_pair_unchecked(report: Report, paths: tuple[Path, Path], progress: Progress | None) -> Report:
+def _measure_pair_unchecked(
+    report: Report, paths: tuple[Path, Path], progress: Progress | None, rescaled: tuple[str, ...] = ()
+) -> Report:
     options = report.options
     labels = (report.labels[0], report.labels[1])
     data = report.data
@@ -291,7 +295,7 @@ def _measure_pair_unchecked(report: Report, paths: tuple[Path, Path], progress: 
                 " softmax or log-softmax rows, or named like logits/probs/scores)"
             )
     if options.layers and data is not None:
-        report.layers = layer_errors(paths[0], paths[1], data, threads=options.threads, progress=progress)
+        report.layers = layer_errors(paths[0], paths[1], data, threads=options.threads, progress=progress, skip=rescaled)
     if options.latency and data is not None:
         report.latency = time_models(list(zip(labels, paths)), data.first(), threads=options.threads,
                                      runs=options.runs, warmup=options.warmup, progress=progress)  # fmt: skip
@@ -345,7 +349,7 @@ def report_conversion(
             "notes": list(result.notes),
         },
     )
-    return _measure_pair(report, (source, output), progress)
+    return _measure_pair(report, (source, output), progress, tuple(getattr(result, "rescaled", ())))
 
 
 def report_comparison(a: Path, b: Path, data_dir: Path | None, options: MeasureOptions,

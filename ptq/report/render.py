@@ -147,6 +147,41 @@ def text_table(report: Report) -> str:
     return "\n".join(lines)
 
 
+# Rows of the per-layer table printed by --per-layer and put in the Markdown report; the JSON and
+# HTML reports hold every layer.
+LAYER_ROWS = 15
+
+
+def worst_layers(report: Report) -> list:
+    """The compared tensors, lowest SQNR first (ties: graph order)."""
+    tensors = report.layers.tensors if report.layers else []
+    return sorted(tensors, key=lambda t: t.sqnr_db if math.isfinite(t.sqnr_db) else math.inf)
+
+
+def layer_table(report: Report, rows: int = LAYER_ROWS) -> str:
+    """``--per-layer``: SQNR, cosine and max abs error of each layer's output vs the reference,
+    worst first: where accuracy is lost."""
+    layers = report.layers
+    if layers is None:
+        return "  per-layer error: not measured (no samples to run)"
+    if not layers.tensors:
+        return f"  per-layer error: {layers.note or 'no tensor of the reference has a namesake in the candidate'}"
+    worst = worst_layers(report)
+    a = report.labels[0]
+    lines = [f"  per-layer error vs {a}, worst first ({len(worst)} tensors, {layers.samples} samples):"]
+    lines.append(f"    {'SQNR':>8}  {'cosine':>8}  {'max abs':>9}  {'kernel':<6}  {'op type':<18}  tensor")
+    for t in worst[:rows]:
+        lines.append(
+            f"    {fmt_db(t.sqnr_db):>8}  {t.cosine:>8.5f}  {fmt_err(t.max_abs_error):>9}  {'int8' if t.int8 else 'float':<6}"
+            f"  {t.op_type:<18}  {t.tensor}"
+        )
+    if len(worst) > rows:
+        lines.append(f"    ... and {len(worst) - rows} more, every one in a .json or .html --report")
+    if layers.note:
+        lines.append(f"    note: {layers.note}")
+    return "\n".join(lines)
+
+
 def bench_table(report: Report) -> str:
     """The table of ``ptq bench``."""
     lat = report.latency
@@ -228,7 +263,16 @@ def markdown(report: Report) -> str:
     if lat is not None:
         details.append(f"Latency: {_md_escape(lat.describe())}.")
     details += [_md_escape(n[:1].upper() + n[1:]) + "." for n in report.notes]
-    out += [" ".join(details), "", _md_env(env, cpu, flags)]
+    out += [" ".join(details), ""]
+    if report.layers and report.layers.tensors:
+        worst = worst_layers(report)
+        out += [f"<details><summary>Per-layer error vs {a}, worst {min(LAYER_ROWS, len(worst))} of {len(worst)}</summary>", "",
+                "| tensor | op type | kernel | SQNR | cosine | max abs error |", "|---|---|---|---:|---:|---:|"]  # fmt: skip
+        for t in worst[:LAYER_ROWS]:
+            out.append(f"| `{_md_escape(t.tensor)}` | {t.op_type} | {'int8' if t.int8 else 'float'} | {fmt_db(t.sqnr_db)}"
+                       f" | {t.cosine:.5f} | {fmt_err(t.max_abs_error)} |")  # fmt: skip
+        out += ["", "</details>", ""]
+    out += [_md_env(env, cpu, flags)]
     return "\n".join(out) + "\n"
 
 

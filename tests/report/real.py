@@ -67,7 +67,7 @@ def det_convert() -> Run:
     folder.mkdir()
     code, out, err = invoke(
         "convert", zoo.fetch_model("ppocr-det"), "-c", DET_CALIBRATION, "-o", folder / "det.int8.onnx",
-        "--eval-data", det_eval(), "--runs", 20, "--warmup", 2,
+        "--eval-data", det_eval(), "--runs", 20, "--warmup", 2, "--per-layer",
         "--report", folder / "report.json", "--report", folder / "report.md", "--report", folder / "report.html",
         "--max-size-ratio", 0.5, "--min-speedup", 0.1, "--min-cosine", 0.5, "--min-sqnr", 3,
     )  # fmt: skip
