@@ -13,15 +13,15 @@ from pathlib import Path
 
 from ptq import __version__, bias_correction, loader, smooth
 from ptq.loader import SourceNode
-from ptq.calibrate.range_file import load_ranges, save_ranges, saved_exclude, saved_hybrid, saved_smoothquant
+from ptq.calibrate.range_file import load_ranges, save_ranges, saved_exclude, saved_hybrid, saved_smoothquant, saved_weight_range
 from ptq.calibrate.runner import calibrate, observe
-from ptq.config import CalibrationMethod, Config, OutputPaths
+from ptq.config import CalibrationMethod, Config, OutputPaths, WeightRange
 from ptq.errors import OutputError, UsageError
 from ptq.quantize.dynamic import quantize_dynamic
 from ptq.quantize.plan import make_plan
 from ptq.quantize.static import quantize_static
 from ptq.fallback import choose_fallback, describe_fallback
-from ptq.tune import choose_hybrid, choose_method, describe_hybrid, scoring_for
+from ptq.tune import choose_hybrid, choose_method, choose_weight_range, describe_hybrid, scoring_for
 from ptq.write.atomic import transaction
 from ptq.write.onnx_file import data_path, serialize, write_onnx
 from ptq.write.oplist import OpList, build_oplist, optimized_graph, write_oplist
@@ -127,13 +127,17 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         if config.load_ranges is not None:
             config = dataclasses.replace(
                 config,
+                weight_range=saved_weight_range(config.load_ranges) if config.weight_range == WeightRange.AUTO else config.weight_range,
                 hybrid=config.hybrid + saved_hybrid(config.load_ranges),
                 exclude=config.exclude + tuple(n for n in saved_exclude(config.load_ranges) if n not in config.exclude),
             )
         plan = make_plan(model, config)
         # One set of scoring samples and float outputs for every measured choice below.
         choosing = config.calibration_data is not None and config.load_ranges is None and (
-            config.calibration_method == CalibrationMethod.AUTO or config.auto_hybrid or config.auto_fallback
+            config.calibration_method == CalibrationMethod.AUTO
+            or config.auto_hybrid
+            or config.auto_fallback
+            or config.weight_range == WeightRange.AUTO
         )
         scoring = None  # made after the calibration pass, which has checked the samples
         score = math.nan  # of the int8 model as planned so far
@@ -165,6 +169,17 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
             )
         if choosing and scoring is None and config.calibration_method != CalibrationMethod.AUTO:
             scoring = scoring_for(model, config, config.calibration_data)
+        if config.weight_range == WeightRange.AUTO:
+            if scoring is not None:
+                report("choose weight range", 0, 0)
+                if math.isnan(score):
+                    score = scoring.score_plan(plan, ranges, config)
+                weight_choice = choose_weight_range(plan, ranges, config, scoring, score)
+                config = weight_choice.config
+                score = weight_choice.mse_score if config.mse_weights else weight_choice.minmax_score
+                loaded.notes.append(weight_choice.describe())
+            else:  # ranges from a file (its recorded choice came in above) or a model too large to score
+                config = dataclasses.replace(config, weight_range=WeightRange.MINMAX)
         for enabled, stage, choose, describe in (
             (config.auto_hybrid, "choose hybrid", choose_hybrid, describe_hybrid),
             (config.auto_fallback, "choose fallback", choose_fallback, describe_fallback),
@@ -180,8 +195,9 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         del scoring
         if config.save_ranges is not None:
             save_ranges(
-                ranges, method_used, config.percentile, samples, config.save_ranges, config.hybrid, config.exclude, config.smoothquant
-            )
+                ranges, method_used, config.percentile, samples, config.save_ranges, config.hybrid, config.exclude,
+                config.smoothquant, config.weight_range,
+            )  # fmt: skip
         if config.bias_correction and config.calibration_data is not None:
             report("bias correction", 0, 0)
             corrected = bias_correction.apply(model, plan, config, config.calibration_data)

@@ -107,7 +107,9 @@ def apply(model: onnx.ModelProto, plan: Plan, config: Config, data_dir: Path) ->
         w = numpy_helper.to_array(inits[target.weight]).astype(np.float32)
         if not np.all(np.isfinite(w)):
             continue  # the quantizer refuses such weights with a clear error
-        q, scale, zero_point = qmath.quantize_weight(w, np.int8, symmetric=symmetric, axis=target.axis, reduce_range=config.reduce_range)
+        q, scale, zero_point = qmath.quantize_weight(
+            w, np.int8, symmetric=symmetric, axis=target.axis, reduce_range=config.reduce_range, mse=config.mse_weights
+        )
         if target.axis is None:
             wq = qmath.dequantize(q, scale, zero_point)
         else:

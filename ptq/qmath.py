@@ -110,6 +110,47 @@ def broadcast_shape(ndim: int, axis: int, channels: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
+# Fractions of a weight channel's min/max range that the MSE weight range tries (1.0 first: a
+# channel keeps its full range unless clipping strictly lowers its error).
+WEIGHT_CLIP_RATIOS = np.round(np.linspace(1.0, 0.6, 21), 4)
+# Rows searched per step: bounds the float32 temporaries to about 4 MB.
+_MSE_BLOCK_VALUES = 1 << 20
+
+
+def mse_weight_ranges(
+    rows: np.ndarray, dtype: np.dtype | type, *, symmetric: bool, reduce_range: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``rows`` (channels x values), the ``(lo, hi)`` among its min/max range scaled by
+    each of ``WEIGHT_CLIP_RATIOS`` whose quantization (``quantize`` then ``dequantize``, the same
+    arithmetic) has the least squared error: clipping a few outlying weights buys a finer step
+    for all the others."""
+    rows = np.asarray(rows, dtype=np.float32)
+    lo, hi = rows.min(axis=1), rows.max(axis=1)
+    qmin, qmax = qrange(dtype, symmetric=symmetric, reduce_range=reduce_range)
+    best_ratio = np.ones(rows.shape[0])
+    step = max(1, _MSE_BLOCK_VALUES // max(rows.shape[1], 1))
+    for start in range(0, rows.shape[0], step):
+        block = rows[start : start + step]
+        b_lo, b_hi = lo[start : start + step], hi[start : start + step]
+        best_error = np.full(block.shape[0], np.inf)
+        work = np.empty_like(block)
+        for ratio in WEIGHT_CLIP_RATIOS:
+            scale, zero_point = scale_zero_point(b_lo * ratio, b_hi * ratio, dtype, symmetric=symmetric, reduce_range=reduce_range)
+            scale, zero_point = scale[:, None], zero_point.astype(np.float32)[:, None]
+            np.divide(block, scale, out=work)
+            np.rint(work, out=work)
+            work += zero_point
+            np.clip(work, qmin, qmax, out=work)
+            work -= zero_point
+            work *= scale
+            work -= block
+            error = np.einsum("ij,ij->i", work, work, dtype=np.float64)
+            better = error < best_error
+            best_error = np.where(better, error, best_error)
+            best_ratio[start : start + step] = np.where(better, ratio, best_ratio[start : start + step])
+    return lo * best_ratio, hi * best_ratio
+
+
 def quantize_weight(
     w: np.ndarray,
     dtype: np.dtype | type,
@@ -117,8 +158,10 @@ def quantize_weight(
     symmetric: bool,
     axis: int | None,
     reduce_range: bool = False,
+    mse: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quantize a weight tensor per-tensor (``axis=None``) or per-channel along ``axis``.
+    """Quantize a weight tensor per-tensor (``axis=None``) or per-channel along ``axis``, over
+    each channel's min/max range or, with ``mse``, the clipped range of ``mse_weight_ranges``.
 
     Returns:
         ``(q, scale, zero_point)``; scale/zero_point are scalars (0-d) or 1-D of length
@@ -127,11 +170,18 @@ def quantize_weight(
     w = np.asarray(w, dtype=np.float32)
     qmin, qmax = qrange(dtype, symmetric=symmetric, reduce_range=reduce_range)
     if axis is None:
-        lo, hi = (float(w.min()), float(w.max())) if w.size else (0.0, 0.0)
+        if mse and w.size:
+            lo, hi = (float(v[0]) for v in mse_weight_ranges(w.reshape(1, -1), dtype, symmetric=symmetric, reduce_range=reduce_range))
+        else:
+            lo, hi = (float(w.min()), float(w.max())) if w.size else (0.0, 0.0)
         scale, zero_point = scale_zero_point(lo, hi, dtype, symmetric=symmetric, reduce_range=reduce_range)
         q = quantize(w, scale, zero_point, dtype, qmin=qmin, qmax=qmax)
         return q, scale, zero_point
-    lo, hi = channel_ranges(w, axis)
+    if mse and w.size:
+        rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+        lo, hi = mse_weight_ranges(rows, dtype, symmetric=symmetric, reduce_range=reduce_range)
+    else:
+        lo, hi = channel_ranges(w, axis)
     scale, zero_point = scale_zero_point(lo, hi, dtype, symmetric=symmetric, reduce_range=reduce_range)
     shape = broadcast_shape(w.ndim, axis, w.shape[axis])
     q = quantize(w, scale.reshape(shape), zero_point.reshape(shape), dtype, qmin=qmin, qmax=qmax)

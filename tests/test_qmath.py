@@ -87,3 +87,39 @@ def test_metrics():
     assert qmath.cosine(a, -a) == pytest.approx(-1.0)
     assert qmath.sqnr_db(a, a) == float("inf")
     assert qmath.sqnr_db(np.array([10.0]), np.array([9.0])) == pytest.approx(20.0)
+
+
+def test_mse_weight_ranges_clip_heavy_tails_and_never_raise_the_error():
+    from ptq import qmath
+
+    rng = np.random.default_rng(7)
+    rows = rng.laplace(size=(6, 4096)).astype(np.float32)  # heavy tails: clipping buys a finer step
+    rows[1] = np.linspace(-1, 1, 4096)  # uniform: nothing to gain by clipping
+    lo, hi = qmath.mse_weight_ranges(rows, np.int8, symmetric=True, reduce_range=True)
+    absmax = np.abs(rows).max(axis=1)
+    assert np.all(np.maximum(-lo, hi)[[0, 2, 3, 4, 5]] < 0.97 * absmax[[0, 2, 3, 4, 5]])
+    assert hi[1] == rows[1].max() and lo[1] == rows[1].min()
+
+    def error(r_lo, r_hi):
+        scale, zp = qmath.scale_zero_point(r_lo, r_hi, np.int8, symmetric=True, reduce_range=True)
+        qmin, qmax = qmath.qrange(np.int8, symmetric=True, reduce_range=True)
+        q = qmath.quantize(rows, scale[:, None], zp[:, None], np.int8, qmin=qmin, qmax=qmax)
+        return np.square(qmath.dequantize(q, scale[:, None], zp[:, None]) - rows).sum(axis=1)
+
+    minmax, clipped = error(rows.min(axis=1), rows.max(axis=1)), error(lo, hi)
+    assert np.all(clipped <= minmax) and np.all(clipped[[0, 2, 3, 4, 5]] < minmax[[0, 2, 3, 4, 5]])
+
+
+def test_quantize_weight_mse_per_channel_and_per_tensor():
+    from ptq import qmath
+
+    rng = np.random.default_rng(8)
+    w = rng.laplace(size=(16, 64, 3, 3)).astype(np.float32)
+    for axis in (0, None):
+        q0, s0, z0 = qmath.quantize_weight(w, np.int8, symmetric=True, axis=axis, reduce_range=True)
+        q1, s1, z1 = qmath.quantize_weight(w, np.int8, symmetric=True, axis=axis, reduce_range=True, mse=True)
+        assert s1.shape == s0.shape and np.all(s1 <= s0) and np.any(s1 < s0)
+        shape = qmath.broadcast_shape(w.ndim, axis, w.shape[axis]) if axis is not None else ()
+        err0 = np.square(qmath.dequantize(q0, s0.reshape(shape), z0.reshape(shape)) - w).sum()
+        err1 = np.square(qmath.dequantize(q1, s1.reshape(shape), z1.reshape(shape)) - w).sum()
+        assert err1 < err0

@@ -64,3 +64,29 @@ def test_one_scoring_serves_every_choice_and_scores_chain(tmp_path, monkeypatch)
     chosen_score = method_note.split(f"{chosen} ")[-1].split(" dB")[0]
     hybrid_note = notes["hybrid MatMuls by input producer"]  # the MLP has MatMul groups
     assert hybrid_note.split(": ")[1].startswith(f"{chosen_score} dB as planned")
+
+
+def test_weight_range_auto_scores_both_records_the_choice_and_the_file_rebuilds_it(tmp_path):
+    model = zoo.fetch_model("ppocr-cls")
+    calib = tmp_path / "calib"
+    zoo.write_calibration_dir("ppocr-cls", calib, "calib", n=6)
+    base = dict(calibration_data=calib, calibration_method=CalibrationMethod.MINMAX, auto_hybrid=False, write_ort=False)
+    minmax = ptq.convert(model, ptq.Config(output=tmp_path / "minmax.onnx", **base))
+    mse = ptq.convert(model, ptq.Config(output=tmp_path / "mse.onnx", weight_range="mse", **base))
+    assert minmax.outputs.onnx.read_bytes() != mse.outputs.onnx.read_bytes()  # clipping changed some channel
+    assert not any(n.startswith("weight range auto") for n in minmax.notes)  # min/max is the default: nothing scored
+
+    ranges_file = tmp_path / "ranges.json"
+    auto = ptq.convert(model, ptq.Config(output=tmp_path / "auto.onnx", weight_range="auto", save_ranges=ranges_file, **base))
+    note = next(n for n in auto.notes if n.startswith("weight range auto:"))
+    picked = note.split(": ")[1].split(" ")[0]
+    import re
+
+    scores = {k: float(re.search(rf"{k} (-?[0-9.]+) dB", note).group(1)) for k in ("minmax", "mse")}
+    assert picked == ("mse" if scores["mse"] >= scores["minmax"] + ptq.tune.WEIGHT_MSE_GAIN_DB else "minmax")
+    assert json.loads(ranges_file.read_text())["weight_range"] == picked
+    assert auto.outputs.onnx.read_bytes() == {"minmax": minmax, "mse": mse}[picked].outputs.onnx.read_bytes()
+
+    # Without data, the file's choice comes back (auto or not given), so the bytes do too.
+    again = ptq.convert(model, ptq.Config(output=tmp_path / "again.onnx", load_ranges=ranges_file, weight_range="auto", auto_hybrid=False, write_ort=False))
+    assert again.outputs.onnx.read_bytes() == auto.outputs.onnx.read_bytes()

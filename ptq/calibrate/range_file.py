@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from ptq.config import CalibrationMethod
+from ptq.config import CalibrationMethod, WeightRange
 from ptq.errors import CalibrationDataError
 from ptq.write.atomic import write_bytes
 
@@ -32,6 +32,7 @@ def save_ranges(
     hybrid: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
     smoothquant: float | None = None,
+    weight_range: WeightRange = WeightRange.MINMAX,
 ) -> None:
     """Write ``ranges`` and how they were chosen (the method auto picked, when it was auto), and
     the nodes run hybrid, so that a rerun from the file builds the same model without data.
@@ -47,6 +48,7 @@ def save_ranges(
         "exclude": list(exclude),
         "samples": samples,
         **({"smoothquant": smoothquant} if smoothquant is not None else {}),
+        "weight_range": WeightRange(weight_range).value,
         "ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(ranges.items())},
     }
     write_bytes(Path(path), (json.dumps(document, indent=1) + "\n").encode())
@@ -60,6 +62,14 @@ def saved_hybrid(path: Path) -> tuple[str, ...]:
 def saved_exclude(path: Path) -> tuple[str, ...]:
     """The node names and op types the saved run kept float (empty for files without the key)."""
     return _names(path, "exclude")
+
+
+def saved_weight_range(path: Path) -> WeightRange:
+    """The weight range the saved run used (min/max for files from before the choice existed)."""
+    value = _read(path).get("weight_range", WeightRange.MINMAX.value)
+    if value not in (WeightRange.MINMAX.value, WeightRange.MSE.value):
+        raise CalibrationDataError(f"{path}: 'weight_range' is {value!r}, not 'minmax' or 'mse'")
+    return WeightRange(value)
 
 
 def saved_smoothquant(path: Path) -> float | None:

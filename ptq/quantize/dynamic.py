@@ -42,7 +42,9 @@ def quantize_dynamic(model: onnx.ModelProto, config: Config) -> DynamicResult:
     graph = model.graph
     inits = initializers(graph)
     builder = GraphBuilder(model)
-    store = WeightStore(builder, inits, symmetric=config.weights == Scheme.SYMMETRIC, reduce_range=config.reduce_range)
+    store = WeightStore(
+        builder, inits, symmetric=config.weights == Scheme.SYMMETRIC, reduce_range=config.reduce_range, mse=config.mse_weights
+    )
     decisions: dict[str, Decision] = {}
     nodes: list[onnx.NodeProto] = []
 
@@ -147,7 +149,8 @@ def int8_gather(node, store: WeightStore, builder: GraphBuilder) -> list[onnx.No
         new_node.input[0] = w.q
         new_node.output[0] = gathered
         return [new_node, builder.dequantize_node(gathered, w.scale, w.zero_point, node.output[0])]
-    q, scale, _ = store.quantized_arrays(table, 0, symmetric=True, reduce_range=False)
+    # Rows keep their own extremes: a clipped embedding row would lose the token it stands for.
+    q, scale, _ = store.quantized_arrays(table, 0, symmetric=True, reduce_range=False, mse=False)
     rows_q = builder.constant(f"{table}/int8_rows", q)
     row_scales = builder.constant(f"{table}/row_scale", scale.astype(np.float32).reshape(-1, 1))
     name = node.name or node.output[0]

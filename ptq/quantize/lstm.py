@@ -76,12 +76,12 @@ def why_float(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], min_elem
     return None
 
 
-def _quantize(values: np.ndarray, per_channel: bool, reduce_range: bool) -> tuple[np.ndarray, np.ndarray]:
+def _quantize(values: np.ndarray, per_channel: bool, reduce_range: bool, mse: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """ONNX-layout ``[D, 4H, K]`` float -> (int8 ``[D, K, 4H]``, scale ``[D, 4H]`` or ``[D]``)."""
     qs, scales = [], []
     for direction in values:  # [4H, K]
         q, scale, _ = qmath.quantize_weight(
-            direction, np.int8, symmetric=True, axis=0 if per_channel else None, reduce_range=reduce_range
+            direction, np.int8, symmetric=True, axis=0 if per_channel else None, reduce_range=reduce_range, mse=mse
         )
         qs.append(q.T)
         scales.append(scale)
@@ -95,7 +95,7 @@ def hybrid_lstm(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], builde
     for index, tag in ((W, "W"), (R, "R")):
         source = node.input[index]
         values = require_finite(source, to_array(inits[source]).astype(np.float32))
-        q, scale = _quantize(values, config.per_channel, config.reduce_range)
+        q, scale = _quantize(values, config.per_channel, config.reduce_range, config.mse_weights)
         names.append((
             builder.constant(f"{source}/int8_{tag}", q),
             builder.constant(f"{source}/scale_{tag}", scale),

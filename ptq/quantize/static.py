@@ -93,7 +93,8 @@ def quantize_static(
     graph_outputs = {o.name for o in graph.output}
     act_dtype = activation_dtype(config)
     store = WeightStore(
-        builder, inits, symmetric=config.weights == Scheme.SYMMETRIC, reduce_range=config.reduce_range, memo=weight_memo
+        builder, inits, symmetric=config.weights == Scheme.SYMMETRIC, reduce_range=config.reduce_range,
+        mse=config.mse_weights, memo=weight_memo,
     )
 
     quantized_name: dict[str, str] = {}  # activation tensor -> its int8 tensor

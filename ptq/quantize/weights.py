@@ -53,26 +53,38 @@ class WeightStore:
         *,
         symmetric: bool,
         reduce_range: bool,
+        mse: bool = False,
         memo: WeightMemo | None = None,
     ):
         self.builder = builder
         self.inits = inits
         self.symmetric = symmetric
         self.reduce_range = reduce_range
+        self.mse = mse
         self.memo = memo if memo is not None else WeightMemo()
         self._cache: dict[tuple, QuantizedWeight] = {}
         self._folded: dict[tuple, str] = {}
 
-    def quantized_arrays(self, name: str, axis: int | None, *, transpose: bool = False, symmetric: bool | None = None, reduce_range: bool | None = None):
+    def quantized_arrays(
+        self,
+        name: str,
+        axis: int | None,
+        *,
+        transpose: bool = False,
+        symmetric: bool | None = None,
+        reduce_range: bool | None = None,
+        mse: bool | None = None,
+    ):
         """``(q, scale, zero_point)`` of the float initializer ``name`` (memoized)."""
         symmetric = self.symmetric if symmetric is None else symmetric
         reduce_range = self.reduce_range if reduce_range is None else reduce_range
-        key = (name, axis, transpose, symmetric, reduce_range)
+        mse = self.mse if mse is None else mse
+        key = (name, axis, transpose, symmetric, reduce_range, mse)
         if key not in self.memo:
             w = require_finite(name, to_array(self.inits[name]).astype(np.float32))
             if transpose:
                 w = np.ascontiguousarray(w.T)
-            self.memo[key] = qmath.quantize_weight(w, np.int8, symmetric=symmetric, axis=axis, reduce_range=reduce_range)
+            self.memo[key] = qmath.quantize_weight(w, np.int8, symmetric=symmetric, axis=axis, reduce_range=reduce_range, mse=mse)
         return self.memo[key]
 
     def int8(self, name: str, axis: int | None, *, transpose: bool = False) -> QuantizedWeight:
