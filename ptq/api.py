@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from ptq import __version__, bias_correction, loader, smooth
+from ptq import __version__, bias_correction, equalize, loader, smooth
 from ptq.loader import SourceNode
-from ptq.calibrate.range_file import load_ranges, save_ranges, saved_exclude, saved_hybrid, saved_smoothquant, saved_weight_range
+from ptq.calibrate.range_file import load_ranges, save_ranges, saved_exclude, saved_hybrid, saved_equalize, saved_smoothquant, saved_weight_range
 from ptq.calibrate.runner import calibrate, observe
 from ptq.config import CalibrationMethod, Config, OutputPaths, WeightRange
 from ptq.errors import OutputError, UsageError
@@ -112,6 +112,11 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     method_used, method_note = config.calibration_method, None
     if config.static:
         if config.load_ranges is not None:
+            if saved_equalize(config.load_ranges) != config.equalize:
+                raise UsageError(
+                    f"{config.load_ranges} holds ranges calibrated {'with' if not config.equalize else 'without'} --equalize,"
+                    f" this run has {'it' if config.equalize else 'none'}: equalized tensors' ranges fit only an equalized model"
+                )
             saved_alpha = saved_smoothquant(config.load_ranges)
             if saved_alpha != config.smoothquant:
                 made = f"with --smoothquant {saved_alpha:g}" if saved_alpha is not None else "without --smoothquant"
@@ -120,8 +125,14 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
                     f"{config.load_ranges} holds ranges calibrated {made}, this run has {asked}: the smoothed tensors' ranges"
                     " fit only a model smoothed the same way (pass the same --smoothquant and -c, or calibrate anew)"
                 )
+        if config.equalize:
+            pairs = equalize.find_pairs(model)
+            changed = equalize.apply(model, pairs)
+            rescaled += tuple(n.output[0] for n in model.graph.node if n.name in {p.first for p in pairs} | {b for p in pairs for b in p.between})
+            loaded.notes.append(f"cross-layer equalization: {changed} of {len(pairs)} Conv pair(s) rescaled")
         if config.smoothquant is not None and config.calibration_data is not None:
-            config, smooth_note, rescaled = _smooth(model, config, report)
+            config, smooth_note, smoothed = _smooth(model, config, report)
+            rescaled += smoothed
             if smooth_note:
                 loaded.notes.append(smooth_note)
         if config.load_ranges is not None:
@@ -196,7 +207,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         if config.save_ranges is not None:
             save_ranges(
                 ranges, method_used, config.percentile, samples, config.save_ranges, config.hybrid, config.exclude,
-                config.smoothquant, config.weight_range,
+                config.smoothquant, config.weight_range, config.equalize,
             )  # fmt: skip
         if config.bias_correction and config.calibration_data is not None:
             report("bias correction", 0, 0)

@@ -108,6 +108,8 @@ class Config:
             least-squared-error clipping (mse), or (auto) whichever scores better on the
             calibration samples, min/max kept unless MSE gains ``tune.WEIGHT_MSE_GAIN_DB``. MSE
             measured no consistent gain (README), so min/max stays the default.
+        equalize: static mode: cross-layer equalization of Conv -> [Relu] -> Conv pairs
+            (``ptq.equalize``), exact in float. Off by default (README has the measurements).
         image_format: how image files in the calibration folder become inputs.
         save_ranges: write the calibrated ranges to this JSON file.
         load_ranges: take ranges from this JSON file instead of calibrating.
@@ -130,6 +132,7 @@ class Config:
     bias_correction: bool = False
     auto_fallback: bool = False
     weight_range: WeightRange = WeightRange.MINMAX
+    equalize: bool = False
     image_format: ImageFormat = ImageFormat()
     save_ranges: Path | None = None
     load_ranges: Path | None = None

@@ -33,6 +33,7 @@ def save_ranges(
     exclude: tuple[str, ...] = (),
     smoothquant: float | None = None,
     weight_range: WeightRange = WeightRange.MINMAX,
+    equalize: bool = False,
 ) -> None:
     """Write ``ranges`` and how they were chosen (the method auto picked, when it was auto), and
     the nodes run hybrid, so that a rerun from the file builds the same model without data.
@@ -49,6 +50,7 @@ def save_ranges(
         "samples": samples,
         **({"smoothquant": smoothquant} if smoothquant is not None else {}),
         "weight_range": WeightRange(weight_range).value,
+        **({"equalize": True} if equalize else {}),
         "ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(ranges.items())},
     }
     write_bytes(Path(path), (json.dumps(document, indent=1) + "\n").encode())
@@ -62,6 +64,14 @@ def saved_hybrid(path: Path) -> tuple[str, ...]:
 def saved_exclude(path: Path) -> tuple[str, ...]:
     """The node names and op types the saved run kept float (empty for files without the key)."""
     return _names(path, "exclude")
+
+
+def saved_equalize(path: Path) -> bool:
+    """Whether the saved ranges were calibrated on a cross-layer-equalized model."""
+    value = _read(path).get("equalize", False)
+    if not isinstance(value, bool):
+        raise CalibrationDataError(f"{path}: 'equalize' is not true or false")
+    return value
 
 
 def saved_weight_range(path: Path) -> WeightRange:

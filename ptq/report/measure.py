@@ -602,7 +602,7 @@ def layer_errors(
     skipped = {p.tensor for p, _, _ in probes} & set(skip)
     probes = [entry for entry in probes if entry[0].tensor not in skipped]
     note = (
-        f"{len(skipped)} tensor(s) rescaled per channel by SmoothQuant left out (they differ from float by design)"
+        f"{len(skipped)} tensor(s) rescaled per channel on purpose (SmoothQuant, cross-layer equalization) left out: they differ from float by design"
         if skipped else ""
     )  # fmt: skip
     if not probes:

@@ -92,4 +92,4 @@ def test_layer_errors_leave_out_tensors_rescaled_on_purpose(cnn_pair):
     layers = measure.layer_errors(result.source, result.outputs.onnx, d, skip=["c2", "not-a-tensor"])
     names = [t.tensor for t in layers.tensors]
     assert "c2" not in names and "c1" in names
-    assert layers.note.startswith("1 tensor(s) rescaled per channel by SmoothQuant left out")
+    assert layers.note.startswith("1 tensor(s) rescaled per channel on purpose")
