@@ -19,7 +19,7 @@ from ptq.config import CalibrationMethod, Config, OutputPaths, WeightRange
 from ptq.errors import OutputError, UsageError
 from ptq.quantize.dynamic import quantize_dynamic
 from ptq.quantize.plan import make_plan
-from ptq.quantize.static import quantize_static
+from ptq.quantize.static import calibrated_tensors, quantize_static
 from ptq.fallback import choose_fallback, describe_fallback
 from ptq.tune import choose_hybrid, choose_method, choose_weight_range, describe_hybrid, scoring_for
 from ptq.write.atomic import transaction
@@ -152,12 +152,14 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         )
         scoring = None  # made after the calibration pass, which has checked the samples
         score = math.nan  # of the int8 model as planned so far
+        # Outputs of int8 data-movement nodes and Softmax take no range of their own.
+        needed = calibrated_tensors(model, plan)
         if config.load_ranges is not None:
-            ranges = load_ranges(config.load_ranges, plan.activations)
+            ranges = load_ranges(config.load_ranges, needed)
         elif config.calibration_method == CalibrationMethod.AUTO:
             observers, samples = observe(
                 model,
-                plan.activations,
+                needed,
                 config.calibration_data,
                 limit=config.calibration_samples,
                 progress=lambda done, total: report("calibrate", done, total),
@@ -170,7 +172,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         else:
             ranges, samples = calibrate(
                 model,
-                plan.activations,
+                needed,
                 config.calibration_data,
                 method=config.calibration_method,
                 percentile=config.percentile,

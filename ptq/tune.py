@@ -31,7 +31,7 @@ from ptq.calibrate.runner import choose_range, session
 from ptq.config import CalibrationMethod, Config, WeightRange
 from ptq.graph import byte_size, initializers, producers
 from ptq.quantize.plan import WEIGHTED, Plan, make_plan
-from ptq.quantize.static import quantize_static
+from ptq.quantize.static import calibrated_tensors, quantize_static
 from ptq.quantize.weights import WeightMemo
 
 # The estimators auto chooses between, in tie-break order (percentile: the best on most models).
@@ -183,7 +183,7 @@ def greedy_groups(
     for group, members in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
         trial_config = apply(best_config, group, members)
         trial_plan = make_plan(scoring.model, trial_config)
-        if not set(trial_plan.activations) <= set(ranges):
+        if not set(calibrated_tensors(scoring.model, trial_plan)) <= set(ranges):
             continue
         got = scoring.score_plan(trial_plan, ranges, trial_config)
         trials.append((group, len(members), got))

@@ -41,37 +41,67 @@ def activation_dtype(config: Config) -> type:
     return np.uint8 if config.activations == Scheme.ASYMMETRIC else np.int8
 
 
-def activation_qparams(
-    model: onnx.ModelProto, plan: Plan, ranges: dict[str, tuple[float, float]], config: Config
-) -> dict[str, QParams]:
-    """Scale and zero point of every quantized activation tensor."""
+def range_sources(model: onnx.ModelProto, plan: Plan) -> dict[str, str]:
+    """Quantized activation tensor -> the tensor whose range sets its scale and zero point:
+    itself, or through int8 data-movement nodes (Reshape, MaxPool, Split, Resize, ..., which
+    onnxruntime runs on int8 values only with equal input and output parameters) the tensor they
+    move. A source made by an int8 Softmax has a fixed range (``fixed_range``)."""
     produced_by = producers(model.graph)
-    dtype = activation_dtype(config)
-    symmetric = config.activations == Scheme.SYMMETRIC
-    result: dict[str, QParams] = {}
+    result: dict[str, str] = {}
 
-    def resolve(tensor: str, depth: int = 0) -> QParams:
+    def resolve(tensor: str, depth: int = 0) -> str:
         if tensor in result:
             return result[tensor]
         producer = produced_by.get(tensor)
         role = plan.role(producer.name) if producer is not None else None
         if role == MOVEMENT and depth < 10_000:
-            data = producer.input[kernels.data_inputs(producer.op_type, len(producer.input))[0]]
-            qp = resolve(data, depth + 1)
+            source = resolve(producer.input[kernels.data_inputs(producer.op_type, len(producer.input))[0]], depth + 1)
         else:
-            if role is not None and producer.op_type in kernels.FIXED_OUTPUT_RANGE and producer.op_type == "Softmax":
-                lo, hi = kernels.FIXED_OUTPUT_RANGE[producer.op_type]
-            elif tensor in ranges:
-                lo, hi = ranges[tensor]
-            else:
-                raise UnsupportedModelError(f"no calibrated range for tensor {tensor!r}")
-            scale, zero_point = qmath.scale_zero_point(lo, hi, dtype, symmetric=symmetric)
-            qp = QParams(scale, zero_point)
-        result[tensor] = qp
-        return qp
+            source = tensor
+        result[tensor] = source
+        return source
 
     for tensor in plan.activations:
         resolve(tensor)
+    return result
+
+
+def fixed_range(model_producers: dict, plan: Plan, tensor: str) -> tuple[float, float] | None:
+    """The range an int8 op fixes for its output (Softmax: [0, 1]), else None."""
+    producer = model_producers.get(tensor)
+    if producer is not None and plan.role(producer.name) is not None and producer.op_type == "Softmax":
+        return kernels.FIXED_OUTPUT_RANGE[producer.op_type]
+    return None
+
+
+def calibrated_tensors(model: onnx.ModelProto, plan: Plan) -> list[str]:
+    """The tensors calibration must give a range, in the plan's order: every ``range_sources``
+    source without a fixed range (outputs of data-movement nodes and of Softmax need none)."""
+    produced_by = producers(model.graph)
+    sources = dict.fromkeys(range_sources(model, plan).values())
+    return [s for s in sources if fixed_range(produced_by, plan, s) is None]
+
+
+def activation_qparams(
+    model: onnx.ModelProto, plan: Plan, ranges: dict[str, tuple[float, float]], config: Config
+) -> dict[str, QParams]:
+    """Scale and zero point of every quantized activation tensor."""
+    dtype = activation_dtype(config)
+    symmetric = config.activations == Scheme.SYMMETRIC
+    produced_by = producers(model.graph)
+    by_source: dict[str, QParams] = {}
+    result: dict[str, QParams] = {}
+    for tensor, source in range_sources(model, plan).items():
+        if source not in by_source:
+            fixed = fixed_range(produced_by, plan, source)
+            if fixed is not None:
+                lo, hi = fixed
+            elif source in ranges:
+                lo, hi = ranges[source]
+            else:
+                raise UnsupportedModelError(f"no calibrated range for tensor {source!r}")
+            by_source[source] = QParams(*qmath.scale_zero_point(lo, hi, dtype, symmetric=symmetric))
+        result[tensor] = by_source[source]
     return result
 
 
