@@ -227,6 +227,8 @@ def union(observers: list):
     return out
 
 
+# Bin indices are cast to int32, not intp: numpy's bincount widens them itself, and the narrow
+# cast plus that widening cost 1.45 ns a value against 1.75 for an intp cast (2-core EPYC).
 # Values binned per step: bounds the temporaries (a float and an index per value) to about
 # 1 MB, which stay in cache (65536 measured 10% faster a value than 262144 on the EPYC).
 _BLOCK = 1 << 16
@@ -260,7 +262,7 @@ def bin_counts(
         position *= scale
         if clip:
             np.clip(position, 0, bins - 1, out=position)
-        block = np.bincount(position.astype(np.intp), minlength=bins + 1)
+        block = np.bincount(position.astype(np.int32), minlength=bins + 1)
         counts = block if counts is None else counts + block
     if counts is None:
         return np.zeros(bins, dtype=np.int64)
@@ -328,7 +330,7 @@ def sampled_bin_counts(
         position *= scale
         if clip:
             np.clip(position, 0, bins - 1, out=position)
-        return np.bincount(position.astype(np.intp), minlength=bins + 1)
+        return np.bincount(position.astype(np.int32), minlength=bins + 1)
 
     counts = np.zeros(bins + 1, dtype=np.int64)
     sampled = np.zeros(bins + 1, dtype=np.int64)
