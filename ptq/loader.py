@@ -567,13 +567,10 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     types, which the planner needs, but its shapes are dropped: they can contradict what
     onnxruntime infers.
     """
+    skeleton = _skeleton(model)
     for strict in (True, False):
         try:
-            # Payloads set aside whatever the size: inference reads only small constants (shape
-            # operands), and the model's weights need not travel through it (MiniLM: 0.4 s).
-            with _payloads_set_aside(model, force=True):
-                inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=strict, data_prop=True)
-            _restore_payloads_into(inferred, model)
+            inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=strict, data_prop=True)
         except Exception as exc:  # inference is best-effort: exporters emit shapes it rejects
             log.info("shape inference (strict=%s) failed: %s", strict, exc)
             if strict:
@@ -583,8 +580,37 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
             for vi in inferred.graph.value_info:
                 if vi.type.HasField("tensor_type"):
                     vi.type.tensor_type.ClearField("shape")
-        return inferred
+        _take_types(model, inferred)
+        return model
     return model
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose initializers of ``PAYLOAD_MIN_BYTES`` or more hold no data (an
+    external reference instead): what shape inference reads (names, types, shapes, the small
+    constants data propagation uses) without the weights travelling through it twice (MiniLM
+    0.4 s; an onnx-wheel zfnet512, 350 MB of weights, 2.6 -> 0.4 s)."""
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(model)
+    for graph in iter_graphs(skeleton.graph):
+        for tensor in graph.initializer:
+            if tensor.data_location != TensorProto.EXTERNAL and len(tensor.raw_data) >= PAYLOAD_MIN_BYTES:
+                tensor.ClearField("raw_data")
+                tensor.data_location = TensorProto.EXTERNAL
+                entry = tensor.external_data.add()
+                entry.key, entry.value = "location", _PLACEHOLDER
+    return skeleton
+
+
+def _take_types(model: onnx.ModelProto, inferred: onnx.ModelProto) -> None:
+    """Give ``model`` the value_info and output types that shape inference found for its
+    skeleton (the same graphs, visited in the same order)."""
+    for graph, found in zip(iter_graphs(model.graph), iter_graphs(inferred.graph)):
+        del graph.value_info[:]
+        graph.value_info.extend(found.value_info)
+        for output, typed in zip(graph.output, found.output):
+            if typed.name == output.name and typed.HasField("type"):
+                output.type.CopyFrom(typed.type)
 
 
 def require_runs_at_default_level(model: onnx.ModelProto) -> None:
