@@ -110,6 +110,11 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     samples = 0
     rescaled: tuple[str, ...] = ()
     method_used, method_note = config.calibration_method, None
+    if config.equalize:  # data-free: static and dynamic mode alike
+        pairs = equalize.find_pairs(model)
+        changed = equalize.apply(model, pairs)
+        rescaled += tuple(n.output[0] for n in model.graph.node if n.name in {p.first for p in pairs} | {b for p in pairs for b in p.between})
+        loaded.notes.append(f"cross-layer equalization: {changed} of {len(pairs)} Conv pair(s) rescaled")
     if config.static:
         if config.load_ranges is not None:
             if saved_equalize(config.load_ranges) != config.equalize:
@@ -125,11 +130,6 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
                     f"{config.load_ranges} holds ranges calibrated {made}, this run has {asked}: the smoothed tensors' ranges"
                     " fit only a model smoothed the same way (pass the same --smoothquant and -c, or calibrate anew)"
                 )
-        if config.equalize:
-            pairs = equalize.find_pairs(model)
-            changed = equalize.apply(model, pairs)
-            rescaled += tuple(n.output[0] for n in model.graph.node if n.name in {p.first for p in pairs} | {b for p in pairs for b in p.between})
-            loaded.notes.append(f"cross-layer equalization: {changed} of {len(pairs)} Conv pair(s) rescaled")
         if config.smoothquant is not None and config.calibration_data is not None:
             config, smooth_note, smoothed = _smooth(model, config, report)
             rescaled += smoothed
@@ -220,6 +220,8 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         decisions = plan.decisions
         mode = "static"
     else:
+        if config.weight_range == WeightRange.AUTO:
+            loaded.notes.append("weight range auto: minmax (dynamic mode has no samples to score candidates on)")
         report("quantize", 0, 0)
         result = quantize_dynamic(model, config)
         quantized, decisions = result.model, result.decisions

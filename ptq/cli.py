@@ -218,7 +218,7 @@ def _terminate(signum, frame) -> None:
 @click.option("--exclude", multiple=True, metavar="NAME_OR_OP_TYPE", help="Keep these nodes (by name or op type) float. Repeatable.")
 @click.option("--hybrid", multiple=True, metavar="NAME_OR_OP_TYPE", help="Run these MatMul/Gemm nodes with hybrid kernels (activations quantized at run time) in static mode. Repeatable.")
 @click.option("--calibration-samples", type=int, metavar="N", help="Use only the first N calibration samples.")
-@click.option("--equalize", is_flag=True, help="Static mode: cross-layer equalization of Conv -> [Relu] -> Conv pairs, exact in float (off by default: see README).")
+@click.option("--equalize", is_flag=True, help="Cross-layer equalization of Conv -> [Relu] -> Conv pairs, exact in float; pays with --per-tensor weights (off by default: see README).")
 @click.option("--weight-range", type=click.Choice(["minmax", "mse", "auto"]), default="minmax", show_default=True, help="Per-channel weight ranges: min/max, the clipping with the least squared weight error (mse), or auto: mse where it raises output SQNR on the calibration samples by 0.5 dB (static mode; see README).")
 @click.option("--smoothquant", "smoothquant", type=float, default=None, metavar="ALPHA", help="SmoothQuant with strength ALPHA (e.g. 0.5) for MatMuls fed by a constant Mul (transformer GELU -> down-projection); static mode. Off by default (no measured gain, see README).")
 @click.option("--bias-correction", "bias_correction", is_flag=True, help="Static mode: correct Conv/Gemm biases for the mean output shift of their int8 weights (off by default: helps some models, hurts others; see README).")

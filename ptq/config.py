@@ -108,7 +108,7 @@ class Config:
             least-squared-error clipping (mse), or (auto) whichever scores better on the
             calibration samples, min/max kept unless MSE gains ``tune.WEIGHT_MSE_GAIN_DB``. MSE
             measured no consistent gain (README), so min/max stays the default.
-        equalize: static mode: cross-layer equalization of Conv -> [Relu] -> Conv pairs
+        equalize: cross-layer equalization of Conv -> [Relu] -> Conv pairs
             (``ptq.equalize``), exact in float. Off by default (README has the measurements).
         image_format: how image files in the calibration folder become inputs.
         save_ranges: write the calibrated ranges to this JSON file.

@@ -100,3 +100,15 @@ def test_ranges_saved_with_equalization_need_it_again(tmp_path):
         convert(path, Config(output=tmp_path / "plain.onnx", load_ranges=ranges, write_ort=False))
     again = convert(path, Config(output=tmp_path / "again.onnx", load_ranges=ranges, equalize=True, write_ort=False))
     assert again.outputs.onnx.read_bytes() == first.outputs.onnx.read_bytes()
+
+
+def test_equalization_applies_in_dynamic_mode_too(tmp_path):
+    from ptq import Config, convert
+
+    path = tmp_path / "cnn.onnx"
+    onnx.save(_model(), str(path))
+    result = convert(path, Config(output=tmp_path / "dyn.onnx", equalize=True, write_ort=False))
+    assert result.mode == "dynamic"
+    assert any(n.startswith("cross-layer equalization: 2 of 2") for n in result.notes)
+    plain = convert(path, Config(output=tmp_path / "plain.onnx", write_ort=False))
+    assert plain.outputs.onnx.read_bytes() != result.outputs.onnx.read_bytes()
