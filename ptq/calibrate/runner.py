@@ -113,7 +113,15 @@ def calibrate(
         ``(ranges, samples_used)``.
     """
     histogram = method != CalibrationMethod.MINMAX
-    observers, used = observe(model, tensors, data_dir, histogram, limit, progress, image_format)
+    # MSE and entropy read the fine shape of a histogram, which a nonlinear image (Sigmoid, Tanh)
+    # only approximates and a sampled bulk only estimates: measured on held-out samples, YOLOv8n
+    # with MSE lost 0.34 dB to derived Sigmoid observers and PP-OCR det with entropy 0.48 dB to
+    # sampled binning. Percentile and min/max commute with monotone maps and read the exact tails.
+    fine = method in (CalibrationMethod.MSE, CalibrationMethod.ENTROPY)
+    observers, used = observe(
+        model, tensors, data_dir, histogram, limit, progress, image_format,
+        nonlinear_images=not fine, exact=method == CalibrationMethod.ENTROPY,
+    )  # fmt: skip
     return {name: choose_range(obs, method, percentile) for name, obs in observers.items()}, used
 
 
@@ -126,9 +134,14 @@ def observe(
     progress: Progress | None = None,
     image_format: ImageFormat | None = None,
     batch_budget: int = BATCH_BUDGET_BYTES,
+    nonlinear_images: bool = True,
+    exact: bool = False,
 ) -> tuple[dict[str, MinMaxObserver | HistogramObserver], int]:
     """One observer per tensor in ``tensors``, fed every sample in ``data_dir``: a histogram
     observer (any method's range can be chosen from it afterwards) or a plain min/max one.
+
+    ``nonlinear_images=False`` observes Sigmoid/Tanh outputs instead of deriving them (see
+    ``derived_values``); ``exact`` counts every value of large updates too (``HistogramObserver``).
 
     Samples run in batches where the model allows (see ``_Batcher``; ``batch_budget`` bounds the
     bytes of one batch's inputs and observed outputs, 0 runs them one by one); the observers see
@@ -141,14 +154,14 @@ def observe(
     samples = Samples(data_dir, specs, limit, image_format)
     total = len(samples)
     same = same_values(model, tensors)
-    derived = derived_values(model, tensors, same)
+    derived = derived_values(model, tensors, same, nonlinear_images)
     parallel = len(os.sched_getaffinity(0)) > 1
     skipped = set(same) | set(derived)
     with with_outputs(model, [t for t in tensors if t not in skipped]) as observed:
         sess = session(observed, spinning=not parallel)
     output_names = [o.name for o in sess.get_outputs()]
     wanted = set(tensors) - skipped
-    make = HistogramObserver if histogram else MinMaxObserver
+    make = (lambda: HistogramObserver(exact=exact)) if histogram else MinMaxObserver
     own = {name: make() for name in tensors if name not in skipped}
     observers: dict[str, MinMaxObserver | HistogramObserver] = dict(own)
     used = 0
@@ -227,7 +240,9 @@ def same_values(model: onnx.ModelProto, tensors: list[str]) -> dict[str, str]:
     return same
 
 
-def derived_values(model: onnx.ModelProto, tensors: list[str], same: dict[str, str]) -> dict[str, tuple[list[str], tuple | None]]:
+def derived_values(
+    model: onnx.ModelProto, tensors: list[str], same: dict[str, str], nonlinear: bool = True
+) -> dict[str, tuple[list[str], tuple | None]]:
     """Observed tensor -> ``(observed inputs, (forward, inverse) or None)`` for tensors whose
     observer is made from their inputs' after the pass instead of from their values:
 
@@ -236,7 +251,9 @@ def derived_values(model: onnx.ModelProto, tensors: list[str], same: dict[str, s
     - Concats of observed tensors (None: the union of their values).
 
     In graph order. YOLOv8n: 73 of its 224 observed tensors, 5.2 M of the 13.7 M values a sample
-    the observer thread would otherwise bin; PP-OCR det: the x + 3 and / 6 of every HardSwish."""
+    the observer thread would otherwise bin; PP-OCR det: the x + 3 and / 6 of every HardSwish.
+    ``nonlinear=False`` leaves Sigmoid and Tanh outputs to be observed: an affine image or a union
+    has the source histograms' bins exactly, a nonlinear image only interpolated within them."""
     wanted = set(tensors)
     scalars = {
         t.name: float(v.reshape(-1)[0])
@@ -252,7 +269,7 @@ def derived_values(model: onnx.ModelProto, tensors: list[str], same: dict[str, s
         out = node.output[0]
         if out not in wanted or out in same or not node.input:
             continue
-        if node.op_type in MONOTONE and node.input[0] in wanted:
+        if nonlinear and node.op_type in MONOTONE and node.input[0] in wanted:
             derived[out] = ([node.input[0]], MONOTONE[node.op_type])
         elif node.op_type == "Concat" and all(i in wanted for i in node.input):
             derived[out] = (list(node.input), None)

@@ -207,3 +207,22 @@ def test_sigmoid_tanh_and_concat_observers_derived_from_their_inputs_give_the_ra
         d_lo, d_hi = runner.choose_range(derived["d"], method, 99.9)
         step = (c_hi - c_lo) / 6 / 255
         assert abs(d_lo - (c_lo + 3) / 6) <= step / 4 and abs(d_hi - (c_hi + 3) / 6) <= step / 4, method
+
+
+def test_mse_and_entropy_observe_sigmoid_outputs_instead_of_deriving_them(tmp_path, monkeypatch):
+    from ptq.config import CalibrationMethod
+
+    model = _derived_model()
+    tensors = ["x", "c", "s", "t", "m", "y"]
+    data = _samples(tmp_path / "c", [(1, 3, 20, 20)] * 6)
+    calls = []
+    original = runner.derived_values
+    monkeypatch.setattr(runner, "derived_values", lambda *args: calls.append(args[-1]) or original(*args))
+    for method in CalibrationMethod:
+        if method == CalibrationMethod.AUTO:
+            continue
+        calls.clear()
+        runner.calibrate(model, tensors, data, method=method)
+        assert calls == [method not in (CalibrationMethod.MSE, CalibrationMethod.ENTROPY)], method
+    derived_from = original(model, tensors, {}, False)
+    assert "s" not in derived_from and "t" not in derived_from and "y" in derived_from  # the union stays derived
