@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ptq import __version__, bias_correction, equalize, loader, smooth
 from ptq.loader import SourceNode
-from ptq.calibrate.range_file import load_ranges, save_ranges, saved_exclude, saved_hybrid, saved_equalize, saved_smoothquant, saved_weight_range
+from ptq.calibrate.range_file import load_ranges, save_ranges, saved_exclude, saved_hybrid, saved_equalize, saved_equalize_activations, saved_smoothquant, saved_weight_range
 from ptq.calibrate.runner import calibrate, observe
 from ptq.config import CalibrationMethod, Config, OutputPaths, WeightRange
 from ptq.errors import OutputError, UsageError
@@ -117,6 +117,11 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         loaded.notes.append(f"cross-layer equalization: {changed} of {len(pairs)} Conv pair(s) rescaled")
     if config.static:
         if config.load_ranges is not None:
+            if saved_equalize_activations(config.load_ranges) != config.equalize_activations:
+                raise UsageError(
+                    f"{config.load_ranges} holds ranges calibrated {'with' if not config.equalize_activations else 'without'}"
+                    f" --equalize-activations, this run has {'it' if config.equalize_activations else 'none'}"
+                )
             if saved_equalize(config.load_ranges) != config.equalize:
                 raise UsageError(
                     f"{config.load_ranges} holds ranges calibrated {'with' if not config.equalize else 'without'} --equalize,"
@@ -130,6 +135,21 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
                     f"{config.load_ranges} holds ranges calibrated {made}, this run has {asked}: the smoothed tensors' ranges"
                     " fit only a model smoothed the same way (pass the same --smoothquant and -c, or calibrate anew)"
                 )
+        if config.equalize_activations and config.calibration_data is not None:
+            blocks = equalize.find_hardswish_blocks(model)
+            keep_float: list[str] = []
+            if blocks:
+                report("equalize activations", 0, 0)
+                absmax = smooth.channel_absmax(
+                    model, [b.activation for b in blocks], config.calibration_data, config.calibration_samples,
+                    config.image_format, axis=1,
+                )  # fmt: skip
+                keep_float, moved = equalize.equalize_activations(model, blocks, absmax)
+                config = dataclasses.replace(config, exclude=config.exclude + tuple(keep_float))
+                rescaled += tuple(moved)
+            loaded.notes.append(
+                f"activation equalization: {len(keep_float)} of {len(blocks)} HardSwish -> depthwise block(s) rescaled"
+            )
         if config.smoothquant is not None and config.calibration_data is not None:
             config, smooth_note, smoothed = _smooth(model, config, report)
             rescaled += smoothed
@@ -209,7 +229,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         if config.save_ranges is not None:
             save_ranges(
                 ranges, method_used, config.percentile, samples, config.save_ranges, config.hybrid, config.exclude,
-                config.smoothquant, config.weight_range, config.equalize,
+                config.smoothquant, config.weight_range, config.equalize, config.equalize_activations,
             )  # fmt: skip
         if config.bias_correction and config.calibration_data is not None:
             report("bias correction", 0, 0)

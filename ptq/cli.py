@@ -219,6 +219,7 @@ def _terminate(signum, frame) -> None:
 @click.option("--hybrid", multiple=True, metavar="NAME_OR_OP_TYPE", help="Run these MatMul/Gemm nodes with hybrid kernels (activations quantized at run time) in static mode. Repeatable.")
 @click.option("--calibration-samples", type=int, metavar="N", help="Use only the first N calibration samples.")
 @click.option("--equalize", is_flag=True, help="Cross-layer equalization of Conv -> [Relu] -> Conv pairs, exact in float; pays with --per-tensor weights (off by default: see README).")
+@click.option("--equalize-activations", is_flag=True, help="Static mode: equalize the per-channel ranges of depthwise-conv inputs behind Conv -> HardSwish blocks (MobileNetV3/PP-LCNet), exact in float; adds one float Mul per block (see README).")
 @click.option("--weight-range", type=click.Choice(["minmax", "mse", "auto"]), default="minmax", show_default=True, help="Per-channel weight ranges: min/max, the clipping with the least squared weight error (mse), or auto: mse where it raises output SQNR on the calibration samples by 0.5 dB (static mode; see README).")
 @click.option("--smoothquant", "smoothquant", type=float, default=None, metavar="ALPHA", help="SmoothQuant with strength ALPHA (e.g. 0.5) for MatMuls fed by a constant Mul (transformer GELU -> down-projection); static mode. Off by default (no measured gain, see README).")
 @click.option("--bias-correction", "bias_correction", is_flag=True, help="Static mode: correct Conv/Gemm biases for the mean output shift of their int8 weights (off by default: helps some models, hurts others; see README).")
@@ -244,7 +245,7 @@ def _terminate(signum, frame) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="List every float fallback node.")
 @click.option("--debug", is_flag=True, help="Show a traceback on internal errors.")
 def convert_cmd(model, output, int8, calibration_data, weights, activations, per_channel, reduce_range, exclude,
-                hybrid, calibration_samples, equalize, weight_range, smoothquant, bias_correction, auto_fallback, auto_hybrid, input_size, mean, std, layout, channel_order, calibration_method, save_ranges, load_ranges, percentile, no_ort, eval_data, eval_samples, no_bench,
+                hybrid, calibration_samples, equalize, equalize_activations, weight_range, smoothquant, bias_correction, auto_fallback, auto_hybrid, input_size, mean, std, layout, channel_order, calibration_method, save_ranges, load_ranges, percentile, no_ort, eval_data, eval_samples, no_bench,
                 threads, runs, warmup, reports, per_layer, max_size_ratio, min_speedup, min_cosine, min_sqnr, min_top1,
                 quiet, verbose, debug) -> None:  # fmt: skip
     """Quantize MODEL (a float32 .onnx) to int8; writes OUT, OUT's .ort and .ops.json, then measures
@@ -281,6 +282,7 @@ def convert_cmd(model, output, int8, calibration_data, weights, activations, per
             smoothquant=smoothquant,
             weight_range=weight_range,
             equalize=equalize,
+            equalize_activations=equalize_activations,
             auto_hybrid=auto_hybrid,
             bias_correction=bias_correction,
             auto_fallback=auto_fallback,

@@ -110,6 +110,9 @@ class Config:
             measured no consistent gain (README), so min/max stays the default.
         equalize: cross-layer equalization of Conv -> [Relu] -> Conv pairs
             (``ptq.equalize``), exact in float. Off by default (README has the measurements).
+        equalize_activations: static mode, needs calibration data: equalize the per-channel
+            ranges of depthwise-conv inputs behind Conv -> HardSwish blocks (``ptq.equalize``),
+            exact in float, one float per-channel Mul per block.
         image_format: how image files in the calibration folder become inputs.
         save_ranges: write the calibrated ranges to this JSON file.
         load_ranges: take ranges from this JSON file instead of calibrating.
@@ -133,6 +136,7 @@ class Config:
     auto_fallback: bool = False
     weight_range: WeightRange = WeightRange.MINMAX
     equalize: bool = False
+    equalize_activations: bool = False
     image_format: ImageFormat = ImageFormat()
     save_ranges: Path | None = None
     load_ranges: Path | None = None
@@ -154,6 +158,8 @@ class Config:
             raise UsageError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.smoothquant is not None and not 0.0 <= self.smoothquant <= 1.0:
             raise UsageError(f"--smoothquant must be in [0, 1], got {self.smoothquant}")
+        if self.equalize_activations and self.calibration_data is None:
+            raise UsageError("--equalize-activations needs -c/--calibration-data: the scales come from the samples' channel maxima")
         if self.smoothquant is not None and self.calibration_data is None:
             raise UsageError("--smoothquant needs -c/--calibration-data: the smoothing scales come from the samples' channel maxima")
         if self.calibration_samples is not None and self.calibration_samples < 1:

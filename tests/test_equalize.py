@@ -112,3 +112,66 @@ def test_equalization_applies_in_dynamic_mode_too(tmp_path):
     assert any(n.startswith("cross-layer equalization: 2 of 2") for n in result.notes)
     plain = convert(path, Config(output=tmp_path / "plain.onnx", write_ort=False))
     assert plain.outputs.onnx.read_bytes() != result.outputs.onnx.read_bytes()
+
+
+def _hardswish_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(3)
+    w1 = (rng.normal(size=(8, 3, 3, 3)) * np.logspace(-1, 1, 8).reshape(8, 1, 1, 1)).astype(np.float32)
+    b1 = rng.normal(size=8).astype(np.float32)
+    dw = rng.normal(size=(8, 1, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("HardSigmoid", ["y"], ["h"], name="hsig", alpha=1 / 6, beta=0.5),
+        helper.make_node("Mul", ["y", "h"], ["z"], name="hswish"),
+        helper.make_node("Conv", ["z", "dw"], ["out"], name="dw", group=8, pads=[1, 1, 1, 1]),
+    ]
+    inits = [numpy_helper.from_array(v, n) for n, v in (("w1", w1), ("b1", b1), ("dw", dw))]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 6, 6])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_activation_equalization_is_exact_in_float_and_evens_the_depthwise_input():
+    model = _hardswish_model()
+    blocks = equalize.find_hardswish_blocks(model)
+    assert [(b.conv, b.hard_sigmoid, b.mul, b.depthwise, b.activation) for b in blocks] == [("conv", "hsig", "hswish", "dw", "z")]
+    x = np.random.default_rng(4).normal(size=(1, 3, 6, 6)).astype(np.float32)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+    before, z = _run(probe, x)
+    absmax = {"z": np.abs(z).max(axis=(0, 2, 3))}
+    keep_float, rescaled = equalize.equalize_activations(model, blocks, absmax)
+    assert len(keep_float) == 1 and set(rescaled) == {"y", "z"}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+    after, z_after = _run(probe, x)
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
+    spread = lambda v: np.abs(v).max(axis=(0, 2, 3)).max() / np.median(np.abs(v).max(axis=(0, 2, 3)))  # noqa: E731
+    assert spread(z_after) < spread(z) / 2  # the few large channels no longer set the per-tensor range alone
+
+
+def test_activation_scales():
+    np.testing.assert_allclose(equalize.activation_scales(np.array([4.0, 1.0, 0.0])), [1.0, 0.5, 1.0])
+
+
+def test_activation_equalization_needs_calibration_data_and_is_recorded(tmp_path):
+    from ptq import Config, convert
+    from ptq.errors import UsageError
+
+    with pytest.raises(UsageError, match="needs -c"):
+        Config(output=tmp_path / "x.onnx", equalize_activations=True)
+    path = tmp_path / "hs.onnx"
+    onnx.save(_hardswish_model(), str(path))
+    data = tmp_path / "calib"
+    data.mkdir()
+    for i in range(4):
+        np.save(data / f"s{i}.npy", np.random.default_rng(i).normal(size=(1, 3, 6, 6)).astype(np.float32))
+    ranges = tmp_path / "ranges.json"
+    first = convert(path, Config(output=tmp_path / "a.onnx", calibration_data=data, equalize_activations=True, save_ranges=ranges, write_ort=False))
+    assert "activation equalization: 1 of 1 HardSwish -> depthwise block(s) rescaled" in first.notes
+    with pytest.raises(UsageError, match="--equalize-activations"):
+        convert(path, Config(output=tmp_path / "b.onnx", load_ranges=ranges, write_ort=False))

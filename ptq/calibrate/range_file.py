@@ -34,6 +34,7 @@ def save_ranges(
     smoothquant: float | None = None,
     weight_range: WeightRange = WeightRange.MINMAX,
     equalize: bool = False,
+    equalize_activations: bool = False,
 ) -> None:
     """Write ``ranges`` and how they were chosen (the method auto picked, when it was auto), and
     the nodes run hybrid, so that a rerun from the file builds the same model without data.
@@ -51,6 +52,7 @@ def save_ranges(
         **({"smoothquant": smoothquant} if smoothquant is not None else {}),
         "weight_range": WeightRange(weight_range).value,
         **({"equalize": True} if equalize else {}),
+        **({"equalize_activations": True} if equalize_activations else {}),
         "ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(ranges.items())},
     }
     write_bytes(Path(path), (json.dumps(document, indent=1) + "\n").encode())
@@ -68,9 +70,18 @@ def saved_exclude(path: Path) -> tuple[str, ...]:
 
 def saved_equalize(path: Path) -> bool:
     """Whether the saved ranges were calibrated on a cross-layer-equalized model."""
-    value = _read(path).get("equalize", False)
+    return _flag(path, "equalize")
+
+
+def saved_equalize_activations(path: Path) -> bool:
+    """Whether the saved ranges were calibrated on an activation-equalized model."""
+    return _flag(path, "equalize_activations")
+
+
+def _flag(path: Path, key: str) -> bool:
+    value = _read(path).get(key, False)
     if not isinstance(value, bool):
-        raise CalibrationDataError(f"{path}: 'equalize' is not true or false")
+        raise CalibrationDataError(f"{path}: {key!r} is not true or false")
     return value
 
 
