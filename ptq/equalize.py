@@ -167,18 +167,51 @@ ACTIVATION_ALPHA = 0.5
 
 @dataclass(frozen=True)
 class HardSwishBlock:
-    """``conv`` -> ``y``; ``hsig = HardSigmoid(y)``; ``mul = y * hsig``; ``depthwise(mul's output)``."""
+    """``conv`` -> ``y``; ``gate(y)`` a chain of elementwise ops starting at node ``gate``;
+    ``mul = y * gate(y)``, then optional Mul/Div by scalar constants; ``depthwise`` reads that."""
 
     conv: str
-    hard_sigmoid: str
+    gate: str  # first node of the gate chain: the per-channel Mul by s goes in front of it
     mul: str
     depthwise: str
-    activation: str  # mul's output: the depthwise conv's input, whose ranges are equalized
+    activation: str  # the depthwise conv's input, whose ranges are equalized
+
+
+# Ops a gate chain may hold: f(s * y') = f(y) whatever they compute, as long as they read only
+# y (through the chain) and constants. HardSwish arrives as HardSigmoid, or as
+# Add 3 -> Clip 0..6 (-> Div 6); Swish as Sigmoid.
+GATE_OPS = frozenset({"HardSigmoid", "Sigmoid", "Add", "Sub", "Mul", "Div", "Clip", "Relu"})
+
+
+def _scalar(name: str, inits) -> bool:
+    return name in inits and int(np.prod(inits[name].dims, dtype=np.int64)) == 1
+
+
+def _gate_chain_end(start: onnx.NodeProto, y: str, product: onnx.NodeProto, inits, read_by) -> bool:
+    """Whether the chain from ``start`` (reading ``y``) through single-reader gate ops ends at the
+    other input of ``product``."""
+    node, seen = start, 0
+    while seen < 8:
+        if node.op_type not in GATE_OPS or not node.input or len(node.output) != 1:
+            return False
+        others = [i for i in node.input[1:] if i]
+        if node.op_type in ("Add", "Sub", "Mul", "Div") and not (len(others) == 1 and _scalar(others[0], inits)):
+            return False
+        if node.op_type == "Clip" and not all(i in inits for i in others):
+            return False
+        out = node.output[0]
+        readers = read_by.get(out, [])
+        if len(readers) != 1:
+            return False
+        if readers[0] is product or readers[0].name == product.name:
+            return sorted(product.input) == sorted([y, out])
+        node, seen = readers[0], seen + 1
+    return False
 
 
 def find_hardswish_blocks(model: onnx.ModelProto) -> list[HardSwishBlock]:
-    """Conv -> y * HardSigmoid(y) -> depthwise Conv chains where nothing else reads ``y``, the
-    HardSigmoid output or the product (graph order)."""
+    """Conv -> y * gate(y) [-> Mul/Div by scalars] -> depthwise Conv chains (HardSwish in either
+    export form, Swish) where nothing else reads ``y`` or the tensors after it (graph order)."""
     graph = model.graph
     inits = initializers(graph)
     read_by = consumers(graph)
@@ -189,21 +222,29 @@ def find_hardswish_blocks(model: onnx.ModelProto) -> list[HardSwishBlock]:
             continue
         y = conv.output[0]
         readers = read_by.get(y, [])
-        hsig = next((r for r in readers if r.op_type == "HardSigmoid"), None)
-        mul = next((r for r in readers if r.op_type == "Mul"), None)
-        if y in outputs or len(readers) != 2 or hsig is None or mul is None or hsig.input[0] != y:
+        if y in outputs or len(readers) != 2:
             continue
-        if sorted(mul.input) != sorted([y, hsig.output[0]]) or len(read_by.get(hsig.output[0], [])) != 1:
+        products = [r for r in readers if r.op_type == "Mul" and y in r.input and not any(_scalar(i, inits) for i in r.input)]
+        if len(products) != 1:
             continue
-        z = mul.output[0]
+        product = products[0]
+        gate = next(r for r in readers if r is not product and r.name != product.name)
+        if not _gate_chain_end(gate, y, product, inits, read_by):
+            continue
+        z = product.output[0]
         after = read_by.get(z, [])
+        while len(after) == 1 and after[0].op_type in ("Mul", "Div") and z not in outputs and after[0].input[0] == z and (
+            len(after[0].input) == 2 and _scalar(after[0].input[1], inits)
+        ):
+            z = after[0].output[0]
+            after = read_by.get(z, [])
         if z in outputs or len(after) != 1 or not _conv_weight(after[0], inits) or after[0].input[0] != z:
             continue
         depthwise = after[0]
         channels = inits[conv.input[1]].dims[0]
         if attr(depthwise, "group", 1) != channels or channels < 2 or inits[depthwise.input[1]].dims[1] != 1:
             continue
-        blocks.append(HardSwishBlock(conv.name, hsig.name, mul.name, depthwise.name, z))
+        blocks.append(HardSwishBlock(conv.name, gate.name, product.name, depthwise.name, z))
     return blocks
 
 
@@ -231,7 +272,7 @@ def equalize_activations(
         if block.activation not in absmax:
             continue
         s = activation_scales(absmax[block.activation], alpha)
-        conv, hsig, depthwise = by_name[block.conv], by_name[block.hard_sigmoid], by_name[block.depthwise]
+        conv, gate, depthwise = by_name[block.conv], by_name[block.gate], by_name[block.depthwise]
         if np.allclose(s, 1.0) or len(s) != inits[conv.input[1]].dims[0]:
             continue
         w = _own(graph, conv, 1, inits, read_by)
@@ -250,10 +291,11 @@ def equalize_activations(
         tensor = graph.initializer.add()
         tensor.CopyFrom(numpy_helper.from_array(s.astype(np.float32).reshape(shape), scale_name))
         mul = onnx.helper.make_node("Mul", [y, scale_name], [scaled], name=mul_name)
-        index = next(i for i, n in enumerate(graph.node) if n.name == hsig.name)
+        index = next(i for i, n in enumerate(graph.node) if n.name == gate.name)
         graph.node.insert(index, mul)
         by_name = {n.name: n for n in graph.node}
-        by_name[hsig.name].input[0] = scaled
+        gate = by_name[gate.name]
+        gate.input[list(gate.input).index(y)] = scaled
         keep_float.append(mul_name)
         rescaled += [y, block.activation]
     return keep_float, rescaled

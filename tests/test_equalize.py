@@ -136,7 +136,7 @@ def _hardswish_model() -> onnx.ModelProto:
 def test_activation_equalization_is_exact_in_float_and_evens_the_depthwise_input():
     model = _hardswish_model()
     blocks = equalize.find_hardswish_blocks(model)
-    assert [(b.conv, b.hard_sigmoid, b.mul, b.depthwise, b.activation) for b in blocks] == [("conv", "hsig", "hswish", "dw", "z")]
+    assert [(b.conv, b.gate, b.mul, b.depthwise, b.activation) for b in blocks] == [("conv", "hsig", "hswish", "dw", "z")]
     x = np.random.default_rng(4).normal(size=(1, 3, 6, 6)).astype(np.float32)
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
