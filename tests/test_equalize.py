@@ -114,18 +114,24 @@ def test_equalization_applies_in_dynamic_mode_too(tmp_path):
     assert plain.outputs.onnx.read_bytes() != result.outputs.onnx.read_bytes()
 
 
-def _hardswish_model() -> onnx.ModelProto:
+def _hardswish_model(form: str = "hardsigmoid") -> onnx.ModelProto:
     rng = np.random.default_rng(3)
     w1 = (rng.normal(size=(8, 3, 3, 3)) * np.logspace(-1, 1, 8).reshape(8, 1, 1, 1)).astype(np.float32)
     b1 = rng.normal(size=8).astype(np.float32)
     dw = rng.normal(size=(8, 1, 3, 3)).astype(np.float32)
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["y"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("HardSigmoid", ["y"], ["h"], name="hsig", alpha=1 / 6, beta=0.5),
-        helper.make_node("Mul", ["y", "h"], ["z"], name="hswish"),
-        helper.make_node("Conv", ["z", "dw"], ["out"], name="dw", group=8, pads=[1, 1, 1, 1]),
-    ]
-    inits = [numpy_helper.from_array(v, n) for n, v in (("w1", w1), ("b1", b1), ("dw", dw))]
+    conv = helper.make_node("Conv", ["x", "w1", "b1"], ["y"], name="conv", pads=[1, 1, 1, 1])
+    depthwise = helper.make_node("Conv", ["z", "dw"], ["out"], name="dw", group=8, pads=[1, 1, 1, 1])
+    constants = {"w1": w1, "b1": b1, "dw": dw}
+    if form == "hardsigmoid":
+        nodes = [conv, helper.make_node("HardSigmoid", ["y"], ["h"], name="hsig", alpha=1 / 6, beta=0.5),
+                 helper.make_node("Mul", ["y", "h"], ["z"], name="hswish"), depthwise]  # fmt: skip
+    else:  # x * relu6(x + 3) / 6, as Paddle exports it
+        constants.update(three=np.array(3, np.float32), zero=np.array(0, np.float32), six=np.array(6, np.float32))
+        nodes = [conv, helper.make_node("Add", ["y", "three"], ["a"], name="hsig"),
+                 helper.make_node("Clip", ["a", "zero", "six"], ["c"], name="clip"),
+                 helper.make_node("Mul", ["y", "c"], ["p"], name="hswish"),
+                 helper.make_node("Div", ["p", "six"], ["z"], name="div"), depthwise]  # fmt: skip
+    inits = [numpy_helper.from_array(v, n) for n, v in constants.items()]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 6, 6])], inits,
@@ -133,8 +139,9 @@ def _hardswish_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def test_activation_equalization_is_exact_in_float_and_evens_the_depthwise_input():
-    model = _hardswish_model()
+@pytest.mark.parametrize("form", ["hardsigmoid", "relu6"])
+def test_activation_equalization_is_exact_in_float_and_evens_the_depthwise_input(form):
+    model = _hardswish_model(form)
     blocks = equalize.find_hardswish_blocks(model)
     assert [(b.conv, b.gate, b.mul, b.depthwise, b.activation) for b in blocks] == [("conv", "hsig", "hswish", "dw", "z")]
     x = np.random.default_rng(4).normal(size=(1, 3, 6, 6)).astype(np.float32)
