@@ -107,6 +107,15 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     # What the op list needs of the prepared graph, taken before quantization rewrites it.
     prepared_nodes = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
 
+    known = {n.name for n in prepared_nodes} | {n.op_type for n in prepared_nodes}
+    for option, names in (("--exclude", config.exclude), ("--hybrid", config.hybrid)):
+        for name in names:
+            if name not in known:
+                loaded.notes.append(
+                    f"{option} {name}: matches no node name or op type of the prepared model (onnxruntime's preparation"
+                    " rewrites some ops, e.g. HardSwish into HardSigmoid and Mul; the op list names what is there)"
+                )
+
     samples = 0
     rescaled: tuple[str, ...] = ()
     method_used, method_note = config.calibration_method, None

@@ -147,3 +147,15 @@ def test_saved_ranges_reproduce_the_model_without_calibration(cnn, tmp_path):
     other = tiny.save(tiny.small_mlp(), tmp_path / "mlp.onnx")
     with pytest.raises(ptq.PtqError, match="no range for tensor"):
         ptq.convert(other, ptq.Config(load_ranges=ranges))
+
+
+def test_exclude_and_hybrid_names_that_match_nothing_are_noted(tmp_path):
+    from pathlib import Path
+
+    import ptq
+    from tests import tiny
+
+    path = Path(tiny.save(tiny.small_cnn(), tmp_path / "cnn.onnx"))
+    result = ptq.convert(path, ptq.Config(output=tmp_path / "q.onnx", exclude=("HardSwish", "Relu"), hybrid=("nope",), write_ort=False))
+    notes = [n for n in result.notes if "matches no node" in n]
+    assert len(notes) == 2 and notes[0].startswith("--exclude HardSwish:") and notes[1].startswith("--hybrid nope:")
