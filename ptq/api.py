@@ -13,7 +13,9 @@ from pathlib import Path
 
 from ptq import __version__, bias_correction, equalize, loader, smooth
 from ptq.loader import SourceNode
-from ptq.calibrate.range_file import load_ranges, save_ranges, saved_exclude, saved_hybrid, saved_equalize, saved_equalize_activations, saved_smoothquant, saved_weight_range
+from ptq.calibrate.range_file import (
+    Rewrites, load_ranges, save_ranges, saved_exclude, saved_hybrid, saved_rewrites, saved_weight_range,
+)
 from ptq.calibrate.runner import calibrate, observe
 from ptq.config import CalibrationMethod, Config, OutputPaths, WeightRange
 from ptq.errors import OutputError, UsageError
@@ -126,23 +128,12 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         loaded.notes.append(f"cross-layer equalization: {changed} of {len(pairs)} Conv pair(s) rescaled")
     if config.static:
         if config.load_ranges is not None:
-            if saved_equalize_activations(config.load_ranges) != config.equalize_activations:
+            saved, asked = saved_rewrites(config.load_ranges), Rewrites.of(config)
+            if saved != asked:
                 raise UsageError(
-                    f"{config.load_ranges} holds ranges calibrated {'with' if not config.equalize_activations else 'without'}"
-                    f" --equalize-activations, this run has {'it' if config.equalize_activations else 'none'}"
-                )
-            if saved_equalize(config.load_ranges) != config.equalize:
-                raise UsageError(
-                    f"{config.load_ranges} holds ranges calibrated {'with' if not config.equalize else 'without'} --equalize,"
-                    f" this run has {'it' if config.equalize else 'none'}: equalized tensors' ranges fit only an equalized model"
-                )
-            saved_alpha = saved_smoothquant(config.load_ranges)
-            if saved_alpha != config.smoothquant:
-                made = f"with --smoothquant {saved_alpha:g}" if saved_alpha is not None else "without --smoothquant"
-                asked = f"--smoothquant {config.smoothquant:g}" if config.smoothquant is not None else "no --smoothquant"
-                raise UsageError(
-                    f"{config.load_ranges} holds ranges calibrated {made}, this run has {asked}: the smoothed tensors' ranges"
-                    " fit only a model smoothed the same way (pass the same --smoothquant and -c, or calibrate anew)"
+                    f"{config.load_ranges} holds ranges calibrated with {saved.describe()}, this run has {asked.describe()}:"
+                    " the rescaled tensors' ranges fit only a model rewritten the same way (repeat those options, with -c"
+                    " where they need it, or calibrate anew)"
                 )
         if config.equalize_activations and config.calibration_data is not None:
             blocks = equalize.find_hardswish_blocks(model)
@@ -238,7 +229,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         if config.save_ranges is not None:
             save_ranges(
                 ranges, method_used, config.percentile, samples, config.save_ranges, config.hybrid, config.exclude,
-                config.smoothquant, config.weight_range, config.equalize, config.equalize_activations,
+                config.weight_range, Rewrites.of(config),
             )  # fmt: skip
         if config.bias_correction and config.calibration_data is not None:
             report("bias correction", 0, 0)

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ptq.graph import attr, consumers, initializers
+from ptq.graph import attr, consumers, initializers, unique_name
 
 HOMOGENEOUS_OPS = frozenset({"Relu", "LeakyRelu"})
 ROUNDS = 4
@@ -41,16 +41,32 @@ def _conv_weight(node: onnx.NodeProto, inits) -> bool:
     return node.op_type == "Conv" and node.domain in ("", "ai.onnx") and len(node.input) >= 2 and node.input[1] in inits
 
 
+@dataclass(frozen=True)
+class _Graph:
+    """What the pattern searches read of a graph, gathered once."""
+
+    inits: dict
+    read_by: dict
+    outputs: set
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> "_Graph":
+        graph = model.graph
+        return cls(initializers(graph), consumers(graph), {o.name for o in graph.output})
+
+    def rescalable_convs(self, model: onnx.ModelProto):
+        """Convs whose weight and bias (if any) are constants: their output channels can be rescaled."""
+        for node in model.graph.node:
+            if _conv_weight(node, self.inits) and not (len(node.input) > 2 and node.input[2] and node.input[2] not in self.inits):
+                yield node
+
+
 def find_pairs(model: onnx.ModelProto) -> list[Pair]:
     """Conv pairs whose intermediate tensors are read by nothing else (graph order)."""
-    graph = model.graph
-    inits = initializers(graph)
-    read_by = consumers(graph)
-    outputs = {o.name for o in graph.output}
+    g = _Graph.of(model)
+    inits, read_by, outputs = g.inits, g.read_by, g.outputs
     pairs = []
-    for node in graph.node:
-        if not _conv_weight(node, inits) or (len(node.input) > 2 and node.input[2] and node.input[2] not in inits):
-            continue
+    for node in g.rescalable_convs(model):
         tensor, between = node.output[0], []
         readers = read_by.get(tensor, [])
         while len(readers) == 1 and readers[0].op_type in HOMOGENEOUS_OPS and tensor not in outputs:
@@ -99,16 +115,12 @@ def _own(graph: onnx.GraphProto, node: onnx.NodeProto, index: int, inits, read_b
     name = node.input[index]
     tensor = inits[name]
     if len(read_by.get(name, [])) > 1 or sum(1 for i in node.input if i == name) > 1:
-        taken = set(inits)
-        new_name, k = f"{name}/equalized", 1
-        while new_name in taken:
-            k += 1
-            new_name = f"{name}/equalized{k}"
+        new_name = unique_name(f"{name}/equalized", inits)
         copy = graph.initializer.add()  # the graph's own element (append would store a copy)
         copy.CopyFrom(tensor)
         copy.name = new_name
         inits[new_name] = copy
-        read_by[name] = [r for r in read_by[name] if r is not node]
+        read_by[name] = [r for r in read_by[name] if r.name != node.name]
         read_by[new_name] = [node]
         node.input[index] = new_name
         tensor = copy
@@ -175,6 +187,7 @@ class HardSwishBlock:
     mul: str
     depthwise: str
     activation: str  # the depthwise conv's input, whose ranges are equalized
+    scaled: tuple[str, ...] = ()  # every tensor now 1/s times its float value: y, the product, ..., activation
 
 
 # Ops a gate chain may hold: f(s * y') = f(y) whatever they compute, as long as they read only
@@ -212,14 +225,10 @@ def _gate_chain_end(start: onnx.NodeProto, y: str, product: onnx.NodeProto, init
 def find_hardswish_blocks(model: onnx.ModelProto) -> list[HardSwishBlock]:
     """Conv -> y * gate(y) [-> Mul/Div by scalars] -> depthwise Conv chains (HardSwish in either
     export form, Swish) where nothing else reads ``y`` or the tensors after it (graph order)."""
-    graph = model.graph
-    inits = initializers(graph)
-    read_by = consumers(graph)
-    outputs = {o.name for o in graph.output}
+    g = _Graph.of(model)
+    inits, read_by, outputs = g.inits, g.read_by, g.outputs
     blocks = []
-    for conv in graph.node:
-        if not _conv_weight(conv, inits) or (len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits):
-            continue
+    for conv in g.rescalable_convs(model):
         y = conv.output[0]
         readers = read_by.get(y, [])
         if y in outputs or len(readers) != 2:
@@ -232,11 +241,13 @@ def find_hardswish_blocks(model: onnx.ModelProto) -> list[HardSwishBlock]:
         if not _gate_chain_end(gate, y, product, inits, read_by):
             continue
         z = product.output[0]
+        scaled = [y, z]
         after = read_by.get(z, [])
         while len(after) == 1 and after[0].op_type in ("Mul", "Div") and z not in outputs and after[0].input[0] == z and (
             len(after[0].input) == 2 and _scalar(after[0].input[1], inits)
         ):
             z = after[0].output[0]
+            scaled.append(z)
             after = read_by.get(z, [])
         if z in outputs or len(after) != 1 or not _conv_weight(after[0], inits) or after[0].input[0] != z:
             continue
@@ -244,7 +255,7 @@ def find_hardswish_blocks(model: onnx.ModelProto) -> list[HardSwishBlock]:
         channels = inits[conv.input[1]].dims[0]
         if attr(depthwise, "group", 1) != channels or channels < 2 or inits[depthwise.input[1]].dims[1] != 1:
             continue
-        blocks.append(HardSwishBlock(conv.name, gate.name, product.name, depthwise.name, z))
+        blocks.append(HardSwishBlock(conv.name, gate.name, product.name, depthwise.name, z, tuple(scaled)))
     return blocks
 
 
@@ -286,7 +297,8 @@ def equalize_activations(
         per_input = values.shape[0] // len(s)  # depthwise multiplier
         dw.CopyFrom(numpy_helper.from_array((values * np.repeat(s, per_input).reshape((-1,) + (1,) * (values.ndim - 1))).astype(np.float32), dw.name))
         y = conv.output[0]
-        scale_name, scaled, mul_name = (_fresh(f"{y}/equalize{part}", taken) for part in ("_scale", "d", ""))
+        scale_name, scaled, mul_name = (unique_name(f"{y}/equalize{part}", taken) for part in ("_scale", "d", ""))
+        taken |= {scale_name, scaled, mul_name}
         shape = [1, len(s)] + [1] * (len(values.shape) - 2)
         tensor = graph.initializer.add()
         tensor.CopyFrom(numpy_helper.from_array(s.astype(np.float32).reshape(shape), scale_name))
@@ -297,14 +309,5 @@ def equalize_activations(
         gate = by_name[gate.name]
         gate.input[list(gate.input).index(y)] = scaled
         keep_float.append(mul_name)
-        rescaled += [y, block.activation]
+        rescaled += block.scaled
     return keep_float, rescaled
-
-
-def _fresh(base: str, taken: set[str]) -> str:
-    name, k = base, 1
-    while name in taken:
-        k += 1
-        name = f"{base}{k}"
-    taken.add(name)
-    return name

@@ -25,7 +25,7 @@ from onnx import numpy_helper
 
 from ptq.calibrate.runner import sample_values
 from ptq.config import ImageFormat
-from ptq.graph import consumers, initializers, producers
+from ptq.graph import consumers, initializers, producers, unique_name
 
 
 @dataclass(frozen=True)
@@ -91,13 +91,6 @@ def _mul_constant(node: onnx.NodeProto, inits) -> str | None:
     return None
 
 
-def _unique_name(base: str, taken) -> str:
-    name, k = base, 1
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    return name
-
-
 def smoothing_scales(act_absmax: np.ndarray, weight_absmax: np.ndarray, alpha: float) -> np.ndarray:
     """``s_j = act_j^alpha / w_j^(1-alpha)``, 1 where either side is zero or not finite."""
     act = np.asarray(act_absmax, dtype=np.float64)
@@ -144,7 +137,7 @@ def apply(model: onnx.ModelProto, groups: Iterable[SmoothGroup], absmax: dict[st
         shape = (1,) * max(len(constant.shape) - 1, 0) + (s.shape[0],)
         # The constant may be shared (onnxruntime's folding merges equal constants, e.g. every
         # GELU's 0.5): this Mul gets a constant of its own.
-        own = _unique_name(f"{group.constant}/smoothed", inits)
+        own = unique_name(f"{group.constant}/smoothed", inits)
         tensor = numpy_helper.from_array(folded.reshape(shape), own)
         model.graph.initializer.append(tensor)
         inits[own] = model.graph.initializer[-1]

@@ -83,20 +83,26 @@ def test_equalization_scales_guard_zeros():
     np.testing.assert_array_equal(s, [2.0, 1.0, 1.0])
 
 
+def _saved_with_samples(model: onnx.ModelProto, folder):
+    """``model`` saved in ``folder`` and 4 calibration samples for its [1, 3, 6, 6] input."""
+    path = folder / "model.onnx"
+    onnx.save(model, str(path))
+    data = folder / "calib"
+    data.mkdir()
+    for i in range(4):
+        np.save(data / f"s{i}.npy", np.random.default_rng(i).normal(size=(1, 3, 6, 6)).astype(np.float32))
+    return path, data
+
+
 def test_ranges_saved_with_equalization_need_it_again(tmp_path):
     from ptq import Config, convert
     from ptq.errors import UsageError
 
-    path = tmp_path / "cnn.onnx"
-    onnx.save(_model(), str(path))
-    data = tmp_path / "calib"
-    data.mkdir()
-    for i in range(4):
-        np.save(data / f"s{i}.npy", np.random.default_rng(i).normal(size=(1, 3, 6, 6)).astype(np.float32))
+    path, data = _saved_with_samples(_model(), tmp_path)
     ranges = tmp_path / "ranges.json"
     first = convert(path, Config(output=tmp_path / "eq.onnx", calibration_data=data, equalize=True, save_ranges=ranges, write_ort=False))
     assert any(n.startswith("cross-layer equalization: 2 of 2") for n in first.notes)
-    with pytest.raises(UsageError, match="calibrated with --equalize, this run has none"):
+    with pytest.raises(UsageError, match="calibrated with --equalize, this run has no --smoothquant"):
         convert(path, Config(output=tmp_path / "plain.onnx", load_ranges=ranges, write_ort=False))
     again = convert(path, Config(output=tmp_path / "again.onnx", load_ranges=ranges, equalize=True, write_ort=False))
     assert again.outputs.onnx.read_bytes() == first.outputs.onnx.read_bytes()
@@ -151,7 +157,7 @@ def test_activation_equalization_is_exact_in_float_and_evens_the_depthwise_input
     before, z = _run(probe, x)
     absmax = {"z": np.abs(z).max(axis=(0, 2, 3))}
     keep_float, rescaled = equalize.equalize_activations(model, blocks, absmax)
-    assert len(keep_float) == 1 and set(rescaled) == {"y", "z"}
+    assert len(keep_float) == 1 and set(rescaled) == ({"y", "z"} if form == "hardsigmoid" else {"y", "p", "z"})  # p: before the Div 6
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     probe.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
@@ -171,14 +177,9 @@ def test_activation_equalization_needs_calibration_data_and_is_recorded(tmp_path
 
     with pytest.raises(UsageError, match="needs -c"):
         Config(output=tmp_path / "x.onnx", equalize_activations=True)
-    path = tmp_path / "hs.onnx"
-    onnx.save(_hardswish_model(), str(path))
-    data = tmp_path / "calib"
-    data.mkdir()
-    for i in range(4):
-        np.save(data / f"s{i}.npy", np.random.default_rng(i).normal(size=(1, 3, 6, 6)).astype(np.float32))
+    path, data = _saved_with_samples(_hardswish_model(), tmp_path)
     ranges = tmp_path / "ranges.json"
     first = convert(path, Config(output=tmp_path / "a.onnx", calibration_data=data, equalize_activations=True, save_ranges=ranges, write_ort=False))
     assert "activation equalization: 1 of 1 HardSwish -> depthwise block(s) rescaled" in first.notes
-    with pytest.raises(UsageError, match="--equalize-activations"):
+    with pytest.raises(UsageError, match="calibrated with --equalize-activations, this run has no "):
         convert(path, Config(output=tmp_path / "b.onnx", load_ranges=ranges, write_ort=False))

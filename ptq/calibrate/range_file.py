@@ -11,16 +11,41 @@ observed other tensors) is refused with the first missing tensor named.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
-from ptq.config import CalibrationMethod, WeightRange
+from ptq.config import CalibrationMethod, Config, WeightRange
 from ptq.errors import CalibrationDataError
 from ptq.write.atomic import write_bytes
 
 FORMAT = "ptq-ranges"
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class Rewrites:
+    """The float rewrites applied before calibration. Ranges of the tensors they rescale fit only
+    a model rewritten the same way, so a ranges file records them and a rerun must repeat them."""
+
+    smoothquant: float | None = None
+    equalize: bool = False
+    equalize_activations: bool = False
+
+    @classmethod
+    def of(cls, config: Config) -> "Rewrites":
+        return cls(config.smoothquant, config.equalize, config.equalize_activations)
+
+    def to_json(self) -> dict:
+        """Only the rewrites applied (files without them read back as none)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, False)}
+
+    def describe(self) -> str:
+        parts = [f"--smoothquant {self.smoothquant:g}"] if self.smoothquant is not None else []
+        parts += [f"--{k.replace('_', '-')}" for k in ("equalize", "equalize_activations") if getattr(self, k)]
+        return " ".join(parts) or "no --smoothquant, --equalize or --equalize-activations"
 
 
 def save_ranges(
@@ -31,16 +56,12 @@ def save_ranges(
     path: Path,
     hybrid: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
-    smoothquant: float | None = None,
     weight_range: WeightRange = WeightRange.MINMAX,
-    equalize: bool = False,
-    equalize_activations: bool = False,
+    rewrites: Rewrites = Rewrites(),
 ) -> None:
-    """Write ``ranges`` and how they were chosen (the method auto picked, when it was auto), and
-    the nodes run hybrid, so that a rerun from the file builds the same model without data.
-
-    ``smoothquant``: the alpha the ranges' model was smoothed with (its smoothed tensors' ranges
-    fit only a model smoothed the same way, from the same samples)."""
+    """Write ``ranges`` and how they were chosen (the method auto picked, when it was auto), the
+    nodes run hybrid and the weight range, so that a rerun from the file builds the same model
+    without data, and the float ``rewrites`` the ranges' model had."""
     document = {
         "format": FORMAT,
         "version": VERSION,
@@ -49,10 +70,8 @@ def save_ranges(
         "hybrid": list(hybrid),
         "exclude": list(exclude),
         "samples": samples,
-        **({"smoothquant": smoothquant} if smoothquant is not None else {}),
         "weight_range": WeightRange(weight_range).value,
-        **({"equalize": True} if equalize else {}),
-        **({"equalize_activations": True} if equalize_activations else {}),
+        **rewrites.to_json(),
         "ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(ranges.items())},
     }
     write_bytes(Path(path), (json.dumps(document, indent=1) + "\n").encode())
@@ -68,23 +87,6 @@ def saved_exclude(path: Path) -> tuple[str, ...]:
     return _names(path, "exclude")
 
 
-def saved_equalize(path: Path) -> bool:
-    """Whether the saved ranges were calibrated on a cross-layer-equalized model."""
-    return _flag(path, "equalize")
-
-
-def saved_equalize_activations(path: Path) -> bool:
-    """Whether the saved ranges were calibrated on an activation-equalized model."""
-    return _flag(path, "equalize_activations")
-
-
-def _flag(path: Path, key: str) -> bool:
-    value = _read(path).get(key, False)
-    if not isinstance(value, bool):
-        raise CalibrationDataError(f"{path}: {key!r} is not true or false")
-    return value
-
-
 def saved_weight_range(path: Path) -> WeightRange:
     """The weight range the saved run used (min/max for files from before the choice existed)."""
     value = _read(path).get("weight_range", WeightRange.MINMAX.value)
@@ -93,12 +95,18 @@ def saved_weight_range(path: Path) -> WeightRange:
     return WeightRange(value)
 
 
-def saved_smoothquant(path: Path) -> float | None:
-    """The SmoothQuant alpha the saved ranges were calibrated with (None: no smoothing)."""
-    alpha = _read(path).get("smoothquant")
-    if alpha is not None and (not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0):
+def saved_rewrites(path: Path) -> Rewrites:
+    """The float rewrites the saved ranges were calibrated after (none for older files)."""
+    document = _read(path)
+    alpha = document.get("smoothquant")
+    if alpha is not None and (not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0):
         raise CalibrationDataError(f"{path}: 'smoothquant' is not an alpha in [0, 1]")
-    return None if alpha is None else float(alpha)
+    flags = {}
+    for key in ("equalize", "equalize_activations"):
+        flags[key] = document.get(key, False)
+        if not isinstance(flags[key], bool):
+            raise CalibrationDataError(f"{path}: {key!r} is not true or false")
+    return Rewrites(None if alpha is None else float(alpha), **flags)
 
 
 def _names(path: Path, key: str) -> tuple[str, ...]:
