@@ -445,8 +445,7 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[list[int], int]]
     """Tensor name -> (fixed dims, element type) from onnx's shape inference with data propagation,
     for every graph input and inferred tensor whose shape is fully known."""
     try:
-        with _payloads_set_aside(model, force=True):
-            inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(_skeleton(model), check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # best effort: what cannot be inferred is not counted
         log.info("shape inference failed: %s", exc)
         return {}
@@ -459,29 +458,23 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[list[int], int]]
 
 
 @contextmanager
-def _payloads_set_aside(model: onnx.ModelProto, force: bool = False) -> Iterator[None]:
+def _payloads_set_aside(model: onnx.ModelProto) -> Iterator[None]:
     """Temporarily replace the payload of every initializer of at least ``PAYLOAD_MIN_BYTES`` by an
     external data reference, so onnx's tools (which serialize the model) see a small model with
     the same names, types and shapes; on exit the payloads are back in ``model``.
 
-    Done for models above ``LARGE_MODEL_BYTES`` (protobuf cannot serialize 2 GB), or when
-    ``force``d. The tools never read external data, they only copy the references; their outputs
+    Done for models above ``LARGE_MODEL_BYTES`` (protobuf cannot serialize 2 GB). The tools
+    never read external data, they only copy the references; their outputs
     get the payloads back with ``_restore_payloads_into``.
     """
-    if not (force or byte_size(model) >= LARGE_MODEL_BYTES):
+    if byte_size(model) < LARGE_MODEL_BYTES:
         yield
         return
     saved: list[tuple[TensorProto, bytes]] = []
     try:
-        for graph in iter_graphs(model.graph):
-            for tensor in graph.initializer:
-                if tensor.data_location == TensorProto.EXTERNAL or len(tensor.raw_data) < PAYLOAD_MIN_BYTES:
-                    continue
-                saved.append((tensor, tensor.raw_data))
-                tensor.ClearField("raw_data")
-                tensor.data_location = TensorProto.EXTERNAL
-                entry = tensor.external_data.add()
-                entry.key, entry.value = "location", _PLACEHOLDER
+        for tensor in _large_payloads(model):
+            saved.append((tensor, tensor.raw_data))
+            _to_placeholder(tensor)
         yield
     finally:
         for tensor, payload in saved:
@@ -489,6 +482,22 @@ def _payloads_set_aside(model: onnx.ModelProto, force: bool = False) -> Iterator
 
 
 _PLACEHOLDER = "ptq-payload-set-aside"
+
+
+def _large_payloads(model: onnx.ModelProto) -> list[TensorProto]:
+    """Initializers (all graphs) holding ``PAYLOAD_MIN_BYTES`` or more of raw data."""
+    return [
+        t for g in iter_graphs(model.graph) for t in g.initializer
+        if t.data_location != TensorProto.EXTERNAL and len(t.raw_data) >= PAYLOAD_MIN_BYTES
+    ]  # fmt: skip
+
+
+def _to_placeholder(tensor: TensorProto) -> None:
+    """Drop ``tensor``'s data for a reference to ``_PLACEHOLDER`` (same name, type and dims)."""
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", _PLACEHOLDER
 
 
 def _set_payload(tensor: TensorProto, payload: bytes) -> None:
@@ -592,13 +601,8 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     an onnx-wheel zfnet512, 350 MB of weights, went from 16.7 to 14.4 s."""
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
-    for graph in iter_graphs(skeleton.graph):
-        for tensor in graph.initializer:
-            if tensor.data_location != TensorProto.EXTERNAL and len(tensor.raw_data) >= PAYLOAD_MIN_BYTES:
-                tensor.ClearField("raw_data")
-                tensor.data_location = TensorProto.EXTERNAL
-                entry = tensor.external_data.add()
-                entry.key, entry.value = "location", _PLACEHOLDER
+    for tensor in _large_payloads(skeleton):
+        _to_placeholder(tensor)
     return skeleton
 
 
