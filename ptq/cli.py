@@ -142,10 +142,6 @@ def _per_layer_option(f):
     )(f)
 
 
-def _wants_layers_or(per_layer: bool, reports) -> bool:
-    return per_layer or _wants_layers(reports)
-
-
 def _gate_options(f):
     """CI gates: exit code 6 when a figure misses its threshold (the report is still written)."""
     options = [
@@ -257,7 +253,7 @@ def convert_cmd(model, output, int8, calibration_data, weights, activations, per
     measured = None
     with _errors_to_exit_codes(debug):
         options = reporting.MeasureOptions(
-            threads=threads, runs=runs, warmup=warmup, latency=not no_bench, layers=_wants_layers_or(per_layer, reports),
+            threads=threads, runs=runs, warmup=warmup, latency=not no_bench, layers=per_layer or _wants_layers(reports),
             samples=eval_samples, thresholds=_thresholds(max_size_ratio, min_speedup, min_cosine, min_sqnr, min_top1),
         )  # fmt: skip
         outputs = OutputPaths.for_output(output) if output else OutputPaths.default_for(model)
@@ -381,7 +377,7 @@ def compare(model_a, model_b, data, samples, no_bench, threads, runs, warmup, re
 
     with _errors_to_exit_codes(debug):
         options = reporting.MeasureOptions(
-            threads=threads, runs=runs, warmup=warmup, latency=not no_bench, layers=_wants_layers_or(per_layer, reports),
+            threads=threads, runs=runs, warmup=warmup, latency=not no_bench, layers=per_layer or _wants_layers(reports),
             samples=samples, thresholds=_thresholds(max_size_ratio, min_speedup, min_cosine, min_sqnr, min_top1),
         )  # fmt: skip
         reports = reporting.check_report_paths(reports, protected=[model_a, model_b])

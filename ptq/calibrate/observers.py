@@ -12,12 +12,6 @@ import math
 import numpy as np
 
 
-def finite_values(x: np.ndarray) -> np.ndarray | None:
-    """The finite values of a float array, or None when there are none (or it is not float)."""
-    found = finite_extremes(x)
-    return None if found is None else found[0]
-
-
 def finite_extremes(x: np.ndarray) -> tuple[np.ndarray, float, float] | None:
     """``(finite values, min, max)`` of a float array, or None when it has no finite value.
 
