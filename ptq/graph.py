@@ -4,10 +4,8 @@ element types, initializer lookups, and turning onnxruntime's exceptions into on
 from __future__ import annotations
 
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -169,43 +167,3 @@ def _skip_function(text: str) -> str:
     if rest.startswith("const "):
         rest = rest[len("const "):]
     return rest.strip()
-
-
-def inference_session(model, options=None, providers=("CPUExecutionProvider",)):
-    """An onnxruntime session for a model held in memory, whatever its size.
-
-    ``model`` is an ``onnx.ModelProto``, plain ``bytes``, or ``ptq.write.onnx_file.ModelBytes``
-    whose weights travel beside the proto (models over 2 GB). A ModelProto too large for one
-    protobuf is split that way first. The weights reach onnxruntime as an in-memory external
-    data file, or, when one tensor alone is over 2 GB (onnxruntime refuses those from memory),
-    through a temporary copy on disk. When ``options.optimized_model_filepath`` is set for such a
-    model, onnxruntime saves the optimized model's weights to ``<that file>.data`` (ONNX format
-    only: the ORT format holds at most 2 GB). Exceptions are onnxruntime's own.
-    """
-    import onnxruntime as ort
-
-    from ptq.write import onnx_file
-
-    if options is None:
-        options = ort.SessionOptions()
-        options.log_severity_level = 4  # failures come back as exceptions; no C++ log lines on stderr
-    if isinstance(model, onnx.ModelProto):
-        model = serialized_within(model, onnx_file.EXTERNAL_DATA_THRESHOLD) or onnx_file.split_external(model)
-    external = getattr(model, "external", None)
-    if external is None:
-        return ort.InferenceSession(model, options, providers=list(providers))
-    if options.optimized_model_filepath:
-        options.add_session_config_entry(
-            "session.optimized_model_external_initializers_file_name", Path(options.optimized_model_filepath).name + ".data"
-        )
-        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-    if getattr(model, "largest_tensor", 0) < 2**31:
-        options.add_external_initializers_from_files_in_memory([model.location], [memoryview(external)], [len(external)])
-        return ort.InferenceSession(bytes(model), options, providers=list(providers))
-    with tempfile.TemporaryDirectory(prefix="ptq-session-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        path.write_bytes(model)
-        with open(Path(tmp) / model.location, "wb") as f:
-            f.write(external)
-        # onnxruntime maps or copies the weights while it builds the session; the files can go after.
-        return ort.InferenceSession(str(path), options, providers=list(providers))

@@ -620,7 +620,8 @@ def _take_types(model: onnx.ModelProto, inferred: onnx.ModelProto) -> None:
 def require_runs_at_default_level(model: onnx.ModelProto) -> None:
     import onnxruntime as ort
 
-    from ptq.graph import inference_session, ort_error_line
+    from ptq.graph import ort_error_line
+    from ptq.runtime import inference_session
 
     options = ort.SessionOptions()
     options.log_severity_level = 4

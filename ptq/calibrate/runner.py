@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,9 +22,10 @@ from ptq.calibrate.data import InputSpec, Samples, input_specs
 from ptq.calibrate.observers import MONOTONE, HistogramObserver, MinMaxObserver, affine, image, union
 from ptq.config import CalibrationMethod, ImageFormat
 from ptq.errors import CalibrationDataError, UnsupportedModelError
-from ptq.graph import inference_session, ort_error_line, to_array
+from ptq.graph import ort_error_line, to_array
+from ptq.progress import StepProgress as Progress
+from ptq.runtime import inference_session, session_options
 
-Progress = Callable[[int, int], None]
 
 
 @contextlib.contextmanager
@@ -49,17 +50,8 @@ def session(model: onnx.ModelProto, threads: int | None = None, spinning: bool =
 
     ``spinning=False``: onnxruntime's worker threads sleep between runs instead of spinning, so
     they leave the CPU to the observer thread that works while the next sample runs."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # errors come back as exceptions, not C++ log lines on stderr
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
     try:
-        return inference_session(model, options)
+        return inference_session(model, session_options(threads=threads, spinning=spinning))
     except Exception as exc:
         raise UnsupportedModelError(f"onnxruntime cannot run the model: {ort_error_line(exc)}") from None
 

@@ -7,11 +7,12 @@ import datetime as dt
 import math
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ptq.config import ImageFormat
+from ptq.progress import Progress
 from ptq.errors import CalibrationDataError, UsageError
 from ptq.report import data as data_mod
 from ptq.report import gates as gates_mod
@@ -34,7 +35,6 @@ SCHEMA = "ptq-report"
 SCHEMA_VERSION = 1
 KINDS = ("convert", "compare", "bench")
 
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)

@@ -15,19 +15,19 @@ import os
 import re
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from ptq import qmath
+from ptq import qmath, runtime
 from ptq.errors import CalibrationDataError, UnsupportedModelError
 from ptq.graph import ort_error_line
+from ptq.progress import Progress
 from ptq.report.data import EvalData
 
-Progress = Callable[[str, int, int], None]
 
 DEFAULT_RUNS = 50
 DEFAULT_WARMUP = 5
@@ -48,25 +48,14 @@ def session_options(threads: int):
     Intra-op workers do not spin-wait: with several sessions in one process timed in turn, the
     spinning workers of the session that just ran would take cores from the one being timed.
     """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return options
+    return runtime.session_options(threads=threads, spinning=False, optimization="ORT_ENABLE_ALL", sequential=True)
 
 
 def open_session(model: Path | bytes, threads: int = 1, label: str | None = None):
     """An onnxruntime CPU session; a model onnxruntime cannot load is an ``UnsupportedModelError``."""
-    import onnxruntime as ort
-
     source = model if isinstance(model, bytes) else str(model)
     try:
-        return ort.InferenceSession(source, session_options(threads), providers=["CPUExecutionProvider"])
+        return runtime.inference_session(source, session_options(threads))
     except Exception as exc:
         name = label or (str(model) if not isinstance(model, bytes) else "the model")
         raise UnsupportedModelError(f"onnxruntime cannot load {name}: {ort_error_line(exc)}") from None

@@ -20,11 +20,11 @@ from pathlib import Path
 import onnx
 
 from ptq.errors import OutputError, PtqError
-from ptq.graph import inference_session, ort_error_line
+from ptq.graph import ort_error_line
 from ptq.loader import SourceNode
 from ptq.quantize.plan import Decision
 from ptq.write.atomic import write_bytes
-from ptq.write.ort_file import optimized_session_options
+from ptq.runtime import inference_session, session_options
 
 INT8 = "int8"
 HYBRID = "hybrid"
@@ -152,7 +152,7 @@ def optimized_graph(model_bytes: bytes) -> onnx.ModelProto:
 
     with tempfile.TemporaryDirectory(prefix="ptq-oplist-") as tmp:
         target = Path(tmp) / "optimized.onnx"
-        options = optimized_session_options("ORT_ENABLE_EXTENDED", target, ort_format=False)
+        options = session_options(threads=1, optimization="ORT_ENABLE_EXTENDED", save_optimized_to=target)
         try:
             inference_session(model_bytes, options)
         except Exception as exc:

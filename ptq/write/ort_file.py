@@ -13,35 +13,21 @@ from pathlib import Path
 
 from ptq.errors import OutputError, PtqError
 from ptq.graph import ort_error_line
+from ptq.runtime import inference_session, session_options
 from ptq.write.atomic import commit, temp_path
-
-
-def optimized_session_options(level_name: str, save_to: Path, ort_format: bool):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level_name)
-    options.optimized_model_filepath = str(save_to)
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
-    if ort_format:
-        options.add_session_config_entry("session.save_model_format", "ORT")
-    return options
 
 
 def write_ort(model_bytes: bytes, path: Path) -> None:
     """Save ``model_bytes`` (an ONNX model) as an ORT-format file at ``path`` atomically."""
-    import onnxruntime as ort
-
     if getattr(model_bytes, "external", None) is not None:
         raise OutputError(
             f"cannot write {path}: the ORT format holds at most 2 GB (one flatbuffer) and this model's"
             " weights are larger; rerun with --no-ort and run the .onnx with its .data file"
         )
     with temp_path(path, suffix=".ort") as tmp:
-        options = optimized_session_options("ORT_ENABLE_EXTENDED", tmp, ort_format=True)
+        options = session_options(threads=1, optimization="ORT_ENABLE_EXTENDED", save_optimized_to=tmp, ort_format=True)
         try:
-            ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+            inference_session(model_bytes, options)
         except Exception as exc:
             reason = ort_error_line(exc)
             if tmp.stat().st_size or "failed to save" in reason.lower():  # loaded; saving failed: disk full?

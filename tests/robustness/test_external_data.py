@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ptq
 from ptq import loader
-from ptq.graph import inference_session
+from ptq.runtime import inference_session
 from ptq.write import onnx_file
 from tests import tiny
 from tests.robustness.helpers import SESSIONS_TAKE_EXTERNAL_DATA, initializer, listing, set_external, vi

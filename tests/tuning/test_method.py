@@ -11,7 +11,9 @@ import pytest
 import ptq
 from bench import zoo
 from ptq.config import CalibrationMethod
-from ptq.tune import CANDIDATES, output_score
+from ptq.tuning.method import CANDIDATES
+from ptq.tuning.scoring import output_score
+from ptq.tuning.weight_range import WEIGHT_MSE_GAIN_DB
 
 
 def test_output_score_averages_outputs_in_db():
@@ -48,7 +50,7 @@ def test_one_scoring_serves_every_choice_and_scores_chain(tmp_path, monkeypatch)
     model once per conversion, and each step starts from the score the previous one ended at."""
     from pathlib import Path
 
-    from ptq import tune
+    from ptq.tuning import scoring as tune
     from tests import tiny
 
     path = Path(tiny.save(tiny.embedding_mlp(), tmp_path / "mlp.onnx"))
@@ -83,7 +85,7 @@ def test_weight_range_auto_scores_both_records_the_choice_and_the_file_rebuilds_
     import re
 
     scores = {k: float(re.search(rf"{k} (-?[0-9.]+) dB", note).group(1)) for k in ("minmax", "mse")}
-    assert picked == ("mse" if scores["mse"] >= scores["minmax"] + ptq.tune.WEIGHT_MSE_GAIN_DB else "minmax")
+    assert picked == ("mse" if scores["mse"] >= scores["minmax"] + WEIGHT_MSE_GAIN_DB else "minmax")
     assert json.loads(ranges_file.read_text())["weight_range"] == picked
     assert auto.outputs.onnx.read_bytes() == {"minmax": minmax, "mse": mse}[picked].outputs.onnx.read_bytes()
 

@@ -1,4 +1,4 @@
-"""--auto-fallback (ptq.fallback): groups are computing elementwise op types; choices are recorded."""
+"""--auto-fallback (ptq.tuning.groups): groups are computing elementwise op types; choices are recorded."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import ptq
 from bench import zoo
-from ptq.fallback import COMPUTING_OPS, fallback_groups
+from ptq.tuning.groups import COMPUTING_OPS, fallback_groups
 from ptq.loader import load
 from ptq.quantize.plan import make_plan
 

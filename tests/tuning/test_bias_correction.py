@@ -8,8 +8,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 import ptq
-from ptq import bias_correction
-from ptq.bias_correction import Target
+from ptq.tuning import bias_correction
+from ptq.tuning.bias_correction import Target
 
 
 def test_grouped_conv_shift_matches_a_direct_sum():

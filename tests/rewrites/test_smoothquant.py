@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from ptq import smooth
+from ptq.rewrites import smoothquant as smooth
 
 
 def _model(shared_constant: bool = False, extra_reader: bool = False) -> onnx.ModelProto:

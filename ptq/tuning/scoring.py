@@ -1,0 +1,85 @@
+"""The one scoring of accuracy-aware choices: output SQNR against the float model, measured with
+onnxruntime itself on a few calibration samples.
+
+The score is what users judge a model by: SQNR of the model outputs, run by the onnxruntime
+kernels the model will use (so a kernel's own arithmetic, e.g. u8 x s8 saturation on AVX2,
+counts). Sessions run on one thread so scores, and hence the choices, repeat exactly on a
+machine; a different CPU may in principle choose differently, so explicit options are the way
+to get identical bytes across machines.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ptq import qmath
+from ptq.calibrate.data import input_specs, iter_samples
+from ptq.calibrate.runner import session
+from ptq.config import Config
+from ptq.graph import byte_size
+from ptq.quantize.plan import Plan
+from ptq.quantize.static import quantize_static
+from ptq.quantize.weights import WeightMemo
+
+SCORING_SAMPLES = 8
+# Each candidate is a full copy of the model while it is scored; above this size auto falls back
+# to percentile rather than hold several copies of a huge model.
+MAX_MODEL_BYTES = 512 * 2**20
+
+Ranges = dict[str, tuple[float, float]]
+
+
+
+class Scoring:
+    """The scoring samples and the float model's outputs on them, computed once per conversion
+    and shared by every accuracy-aware choice (method, hybrid groups, float fallback), so the
+    samples are read and the float model run once, whatever is chosen."""
+
+    def __init__(self, model: onnx.ModelProto, config: Config, data_dir: Path):
+        self.model = model
+        limit = min(SCORING_SAMPLES, config.calibration_samples or SCORING_SAMPLES)
+        self.feeds = list(iter_samples(data_dir, input_specs(model), limit, config.image_format))
+        # Serialized here rather than by ``session``: the caller checked the size already, and
+        # ``session`` would measure it again (ByteSize costs a serialization: 0.12 s on MiniLM).
+        self.reference = _float_outputs(session(model.SerializeToString(), threads=1), self.feeds)
+        self.weight_memo = WeightMemo()  # the candidates share ``model``'s weights
+
+    def score(self, candidate: onnx.ModelProto) -> float:
+        """``output_score`` of ``candidate`` (an int8 model no larger than the float one)."""
+        return output_score(self.reference, _float_outputs(session(candidate.SerializeToString(), threads=1), self.feeds))
+
+    def score_plan(self, plan: Plan, ranges: Ranges, config: Config) -> float:
+        """The score of the int8 model ``plan``, ``ranges`` and ``config`` make of the float model."""
+        return self.score(quantize_static(copy.deepcopy(self.model), plan, ranges, config, self.weight_memo))
+
+
+def scoring_for(model: onnx.ModelProto, config: Config, data_dir: Path) -> Scoring | None:
+    """A ``Scoring``, or None for a model too large to copy for each candidate."""
+    return Scoring(model, config, data_dir) if byte_size(model) <= MAX_MODEL_BYTES else None
+
+
+def output_score(reference: Sequence[Sequence[np.ndarray]], test: Sequence[Sequence[np.ndarray]]) -> float:
+    """Mean over outputs of each output's SQNR pooled over samples (dB); +inf caps at 200 dB.
+
+    Pooling per output keeps a large-valued output from drowning a small one; averaging in dB
+    weighs every output alike.
+    """
+    scores = []
+    for k in range(len(reference[0])):
+        ref = np.concatenate([np.ravel(sample[k]) for sample in reference])
+        got = np.concatenate([np.ravel(sample[k]) for sample in test])
+        scores.append(min(qmath.sqnr_db(ref, got), 200.0))
+    return float(np.mean(scores)) if scores else math.inf
+
+
+def _float_outputs(sess, feeds) -> list[list[np.ndarray]]:
+    names = [o.name for o in sess.get_outputs() if o.type == "tensor(float)"]
+    return [sess.run(names, feed) for feed in feeds]
+
+
