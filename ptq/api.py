@@ -1,29 +1,33 @@
-"""The Python API: ``convert(path, config) -> ConvertResult``. The CLI is a thin layer over it."""
+"""The Python API: ``convert(path, config) -> ConvertResult``. The CLI is a thin layer over it.
+
+``convert`` reads as the pipeline: load, the float rewrites (``ptq.rewrites.passes``), then
+static (calibrate, scored choices, quantize) or dynamic quantization, then the outputs. What the
+user asked stays in ``Config``; what ptq decided accumulates in a ``Recipe`` that each stage
+returns edited and ``ConvertResult`` hands back.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import onnx
 
 from ptq import __version__, loader
-from ptq.rewrites import equalize, equalize_activations, smoothquant as smooth
-from ptq.tuning import bias_correction
-from ptq.loader import SourceNode
-from ptq.calibrate.range_file import (
-    Rewrites, load_ranges, save_ranges, saved_exclude, saved_hybrid, saved_rewrites, saved_weight_range,
-)
+from ptq.calibrate.range_file import SavedRanges, read_ranges, save_ranges
 from ptq.calibrate.runner import calibrate, observe
 from ptq.config import CalibrationMethod, Config, OutputPaths, WeightRange
 from ptq.errors import OutputError, UsageError
+from ptq.loader import SourceNode
+from ptq.progress import Progress, silent, steps
 from ptq.quantize.dynamic import quantize_dynamic
-from ptq.quantize.plan import make_plan
+from ptq.quantize.plan import Decision, make_plan
 from ptq.quantize.static import calibrated_tensors, quantize_static
+from ptq.recipe import Recipe
+from ptq.rewrites import passes
+from ptq.tuning import bias_correction
 from ptq.tuning.groups import choose_fallback, choose_hybrid, describe_fallback, describe_hybrid
 from ptq.tuning.method import choose_method
 from ptq.tuning.scoring import scoring_for
@@ -33,15 +37,10 @@ from ptq.write.onnx_file import data_path, serialize, write_onnx
 from ptq.write.oplist import OpList, build_oplist, optimized_graph, write_oplist
 from ptq.write.ort_file import write_ort
 
-log = logging.getLogger(__name__)
-
-# progress(stage, done, total): total 0 means "indeterminate".
-Progress = Callable[[str, int, int], None]
-
 
 @dataclass(frozen=True)
 class ConvertResult:
-    """What a conversion produced and measured."""
+    """What a conversion produced and measured, and the recipe it decided."""
 
     source: Path
     outputs: OutputPaths
@@ -57,38 +56,11 @@ class ConvertResult:
     # Tensors a float rewrite rescaled on purpose (SmoothQuant's per-channel 1/s): they differ
     # from the float model's namesakes by design, so the per-layer table leaves them out.
     rescaled: tuple[str, ...] = ()
+    recipe: Recipe = Recipe()
 
     @property
     def size_ratio(self) -> float:
         return self.int8_size_bytes / self.float_size_bytes if self.float_size_bytes else float("nan")
-
-
-def resolve_outputs(source: Path, config: Config) -> OutputPaths:
-    outputs = OutputPaths.for_output(config.output) if config.output else OutputPaths.default_for(source)
-    source_real = source.resolve()
-    for path in outputs.all():
-        if path.resolve() == source_real:
-            raise OutputError(f"output {path} is the input model; choose another -o")
-    if not outputs.onnx.parent.is_dir():
-        raise OutputError(f"output folder {outputs.onnx.parent} does not exist")
-    return outputs
-
-
-def _smooth(model, config: Config, report: Progress) -> tuple[Config, str | None, tuple[str, ...]]:
-    """Apply SmoothQuant in place where it is free (``ptq.smooth``); the Muls that now hold
-    per-channel constants are kept float (an int8 kernel would quantize the constant away).
-    Returns the new config, a note, and the activations it rescaled."""
-    groups = smooth.find_groups(model)
-    if not groups:
-        return config, None, ()
-    report("smooth", 0, 0)
-    absmax = smooth.channel_absmax(
-        model, [g.activation for g in groups], config.calibration_data, config.calibration_samples, config.image_format
-    )
-    applied = smooth.apply(model, groups, absmax, config.smoothquant)
-    keep_float = tuple(g.producer for g in groups if g.activation in applied)
-    note = f"SmoothQuant (alpha {config.smoothquant:g}) moved activation outliers into {len(applied)} MatMul weight(s)"
-    return dataclasses.replace(config, exclude=config.exclude + keep_float), note, tuple(sorted(applied))
 
 
 def convert(path: str | Path, config: Config | None = None, progress: Progress | None = None) -> ConvertResult:
@@ -105,185 +77,214 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     started = time.perf_counter()
     source = Path(path)
     outputs = resolve_outputs(source, config)
-    report = progress or (lambda stage, done, total: None)
+    progress = progress or silent
 
-    report("load", 0, 0)
+    progress("load", 0, 0)
     loaded = loader.load(source)
     model = loaded.model  # quantized in place: a copy would hold every weight twice
     # What the op list needs of the prepared graph, taken before quantization rewrites it.
     prepared_nodes = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
+    notes = list(loaded.notes) + unmatched_names(config, prepared_nodes)
 
-    known = {n.name for n in prepared_nodes} | {n.op_type for n in prepared_nodes}
-    for option, names in (("--exclude", config.exclude), ("--hybrid", config.hybrid)):
-        for name in names:
-            if name not in known:
-                loaded.notes.append(
-                    f"{option} {name}: matches no node name or op type of the prepared model (onnxruntime's preparation"
-                    " rewrites some ops, e.g. HardSwish into HardSigmoid and Mul; the op list names what is there)"
-                )
-
-    samples = 0
-    rescaled: tuple[str, ...] = ()
-    method_used, method_note = config.calibration_method, None
-    if config.equalize:  # data-free: static and dynamic mode alike
-        pairs = equalize.find_pairs(model)
-        changed = equalize.apply(model, pairs)
-        rescaled += tuple(n.output[0] for n in model.graph.node if n.name in {p.first for p in pairs} | {b for p in pairs for b in p.between})
-        loaded.notes.append(f"cross-layer equalization: {changed} of {len(pairs)} Conv pair(s) rescaled")
+    saved = read_ranges(config.load_ranges) if config.load_ranges is not None else None
+    recipe = starting_recipe(config, saved)
+    recipe = passes.apply(model, config, recipe, progress)
+    notes += [note for rewrite in recipe.rewrites for note in rewrite.notes]
     if config.static:
-        if config.load_ranges is not None:
-            saved, asked = saved_rewrites(config.load_ranges), Rewrites.of(config)
-            if saved != asked:
-                raise UsageError(
-                    f"{config.load_ranges} holds ranges calibrated with {saved.describe()}, this run has {asked.describe()}:"
-                    " the rescaled tensors' ranges fit only a model rewritten the same way (repeat those options, with -c"
-                    " where they need it, or calibrate anew)"
-                )
-        if config.equalize_activations and config.calibration_data is not None:
-            blocks = equalize_activations.find_hardswish_blocks(model)
-            keep_float: list[str] = []
-            if blocks:
-                report("equalize activations", 0, 0)
-                absmax = smooth.channel_absmax(
-                    model, [b.activation for b in blocks], config.calibration_data, config.calibration_samples,
-                    config.image_format, axis=1,
-                )  # fmt: skip
-                keep_float, moved = equalize_activations.equalize_activations(model, blocks, absmax)
-                config = dataclasses.replace(config, exclude=config.exclude + tuple(keep_float))
-                rescaled += tuple(moved)
-            loaded.notes.append(
-                f"activation equalization: {len(keep_float)} of {len(blocks)} HardSwish -> depthwise block(s) rescaled"
-            )
-        if config.smoothquant is not None and config.calibration_data is not None:
-            config, smooth_note, smoothed = _smooth(model, config, report)
-            rescaled += smoothed
-            if smooth_note:
-                loaded.notes.append(smooth_note)
-        if config.load_ranges is not None:
-            config = dataclasses.replace(
-                config,
-                weight_range=saved_weight_range(config.load_ranges) if config.weight_range == WeightRange.AUTO else config.weight_range,
-                hybrid=config.hybrid + saved_hybrid(config.load_ranges),
-                exclude=config.exclude + tuple(n for n in saved_exclude(config.load_ranges) if n not in config.exclude),
-            )
-        plan = make_plan(model, config)
-        # One set of scoring samples and float outputs for every measured choice below.
-        choosing = config.calibration_data is not None and config.load_ranges is None and (
-            config.calibration_method == CalibrationMethod.AUTO
-            or config.auto_hybrid
-            or config.auto_fallback
-            or config.weight_range == WeightRange.AUTO
-        )
-        scoring = None  # made after the calibration pass, which has checked the samples
-        score = math.nan  # of the int8 model as planned so far
-        # Outputs of int8 data-movement nodes and Softmax take no range of their own.
-        needed = calibrated_tensors(model, plan)
-        if config.load_ranges is not None:
-            ranges = load_ranges(config.load_ranges, needed)
-        elif config.calibration_method == CalibrationMethod.AUTO:
-            observers, samples = observe(
-                model,
-                needed,
-                config.calibration_data,
-                limit=config.calibration_samples,
-                progress=lambda done, total: report("calibrate", done, total),
-                image_format=config.image_format,
-            )
-            scoring = scoring_for(model, config, config.calibration_data)
-            choice = choose_method(plan, observers, config, scoring, progress=lambda done, total: report("choose method", done, total))
-            del observers
-            ranges, method_used, method_note, score = choice.ranges, choice.method, choice.describe(), choice.score
-        else:
-            ranges, samples = calibrate(
-                model,
-                needed,
-                config.calibration_data,
-                method=config.calibration_method,
-                percentile=config.percentile,
-                limit=config.calibration_samples,
-                progress=lambda done, total: report("calibrate", done, total),
-                image_format=config.image_format,
-            )
-        if choosing and scoring is None and config.calibration_method != CalibrationMethod.AUTO:
-            scoring = scoring_for(model, config, config.calibration_data)
-        if config.weight_range == WeightRange.AUTO:
-            if scoring is not None:
-                report("choose weight range", 0, 0)
-                if math.isnan(score):
-                    score = scoring.score_plan(plan, ranges, config)
-                weight_choice = choose_weight_range(plan, ranges, config, scoring, score)
-                config = weight_choice.config
-                score = weight_choice.mse_score if config.mse_weights else weight_choice.minmax_score
-                loaded.notes.append(weight_choice.describe())
-            else:  # ranges from a file (its recorded choice came in above) or a model too large to score
-                config = dataclasses.replace(config, weight_range=WeightRange.MINMAX)
-        for enabled, stage, choose, describe in (
-            (config.auto_hybrid, "choose hybrid", choose_hybrid, describe_hybrid),
-            (config.auto_fallback, "choose fallback", choose_fallback, describe_fallback),
-        ):
-            if enabled and scoring is not None:
-                report(stage, 0, 0)
-                if math.isnan(score):
-                    score = scoring.score_plan(plan, ranges, config)
-                picked = choose(plan, ranges, config, scoring, score)
-                config, plan, score = picked.config, picked.plan, picked.score
-                if describe(picked):
-                    loaded.notes.append(describe(picked))
-        del scoring
-        if config.save_ranges is not None:
-            save_ranges(
-                ranges, method_used, config.percentile, samples, config.save_ranges, config.hybrid, config.exclude,
-                config.weight_range, Rewrites.of(config),
-            )  # fmt: skip
-        if config.bias_correction and config.calibration_data is not None:
-            report("bias correction", 0, 0)
-            corrected = bias_correction.apply(model, plan, config, config.calibration_data)
-            loaded.notes.append(f"bias correction: {corrected} layer(s) corrected for the mean output shift of their int8 weights")
-        report("quantize", 0, 0)
-        quantized = quantize_static(model, plan, ranges, config)
-        decisions = plan.decisions
-        mode = "static"
+        quantized = quantize_with_ranges(model, config, recipe, saved, progress)
     else:
-        if config.weight_range == WeightRange.AUTO:
-            loaded.notes.append("weight range auto: minmax (dynamic mode has no samples to score candidates on)")
-        report("quantize", 0, 0)
-        result = quantize_dynamic(model, config)
-        quantized, decisions = result.model, result.decisions
-        mode = "dynamic"
+        quantized = quantize_weights_only(model, config, recipe, progress)
+    notes += quantized.notes
 
-    model_bytes = serialize(quantized, __version__, data_location=data_path(outputs.onnx).name)
-    report("analyze", 0, 0)
-    oplist = build_oplist(
-        loaded.source_nodes, prepared_nodes, decisions, optimized_graph(model_bytes)
+    written = write_outputs(quantized.model, quantized.decisions, loaded.source_nodes, prepared_nodes, outputs, config, progress)
+    method = quantized.recipe.calibration_method
+    return ConvertResult(
+        source=source,
+        outputs=outputs,
+        mode="static" if config.static else "dynamic",
+        float_size_bytes=loaded.size_bytes,
+        int8_size_bytes=written.onnx_size,
+        ort_size_bytes=written.ort_size,
+        oplist=written.oplist,
+        notes=notes + written.notes,
+        calibration_samples=quantized.samples,
+        calibration_method=(f"ranges from {config.load_ranges.name}" if config.load_ranges else method.value) if method else "",
+        seconds=time.perf_counter() - started,
+        rescaled=quantized.recipe.rescaled,
+        recipe=quantized.recipe,
     )
-    report("write", 0, 0)
-    notes = list(loaded.notes) + ([method_note] if method_note else [])
+
+
+def resolve_outputs(source: Path, config: Config) -> OutputPaths:
+    outputs = OutputPaths.for_output(config.output) if config.output else OutputPaths.default_for(source)
+    source_real = source.resolve()
+    for path in outputs.all():
+        if path.resolve() == source_real:
+            raise OutputError(f"output {path} is the input model; choose another -o")
+    if not outputs.onnx.parent.is_dir():
+        raise OutputError(f"output folder {outputs.onnx.parent} does not exist")
+    return outputs
+
+
+def unmatched_names(config: Config, prepared_nodes: list[SourceNode]) -> list[str]:
+    """Notes for --exclude/--hybrid names that match no node name or op type of the prepared model."""
+    known = {n.name for n in prepared_nodes} | {n.op_type for n in prepared_nodes}
+    return [
+        f"{option} {name}: matches no node name or op type of the prepared model (onnxruntime's preparation"
+        " rewrites some ops, e.g. HardSwish into HardSigmoid and Mul; the op list names what is there)"
+        for option, names in (("--exclude", config.exclude), ("--hybrid", config.hybrid))
+        for name in names
+        if name not in known
+    ]
+
+
+def starting_recipe(config: Config, saved: SavedRanges | None) -> Recipe:
+    """What the user asked; with ``--load-ranges``, plus what the saved run decided (its
+    placements, its calibration method, its weight range unless this run names one). The saved
+    ranges fit only a model rewritten as the saved one was, so the rewrites must match."""
+    asked = Recipe.asked(config)
+    if saved is None:
+        return asked
+    recorded, wanted = passes.recorded(saved.recipe), passes.asked(config)
+    if recorded != wanted:
+        raise UsageError(
+            f"{config.load_ranges} holds ranges calibrated with {passes.describe(recorded)}, this run has"
+            f" {passes.describe(wanted)}: the rescaled tensors' ranges fit only a model rewritten the same way"
+            " (repeat those options, with -c where they need it, or calibrate anew)"
+        )
+    weight_range = saved.recipe.weight_range if config.weight_range == WeightRange.AUTO else asked.weight_range
+    return asked.replace(calibration_method=saved.recipe.calibration_method, weight_range=weight_range).placed(
+        *saved.recipe.placements
+    )
+
+
+@dataclass
+class Quantized:
+    """A quantization stage's output: the int8 model, the plan's decisions per node, the recipe
+    as the stage left it, the calibration samples used, and notes."""
+
+    model: onnx.ModelProto
+    decisions: dict[str, Decision]
+    recipe: Recipe
+    samples: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def quantize_with_ranges(
+    model: onnx.ModelProto, config: Config, recipe: Recipe, saved: SavedRanges | None, progress: Progress
+) -> Quantized:
+    """Static mode: ranges (calibrated, or from the file), the scored choices, bias correction,
+    then the QDQ model."""
+    notes: list[str] = []
+    plan = make_plan(model, config, recipe)
+    # Outputs of int8 data-movement nodes and Softmax take no range of their own.
+    needed = calibrated_tensors(model, plan)
+    scoring = None  # made after the calibration pass, which has checked the samples
+    score = math.nan  # of the int8 model as planned so far
+    samples = 0
+    method_note = None
+    if saved is not None:
+        ranges = saved.ranges(needed)
+    elif config.calibration_method == CalibrationMethod.AUTO:
+        observers, samples = observe(
+            model, needed, config.calibration_data, limit=config.calibration_samples,
+            progress=steps(progress, "calibrate"), image_format=config.image_format,
+        )  # fmt: skip
+        scoring = scoring_for(model, config, config.calibration_data)
+        choice = choose_method(recipe, plan, observers, config, scoring, progress=steps(progress, "choose method"))
+        del observers
+        ranges, recipe, score, method_note = choice.ranges, choice.recipe, choice.score, choice.describe()
+    else:
+        ranges, samples = calibrate(
+            model, needed, config.calibration_data, method=config.calibration_method, percentile=config.percentile,
+            limit=config.calibration_samples, progress=steps(progress, "calibrate"), image_format=config.image_format,
+        )  # fmt: skip
+        if _scores_choices(config):
+            scoring = scoring_for(model, config, config.calibration_data)
+
+    if config.weight_range == WeightRange.AUTO and scoring is not None:
+        progress("choose weight range", 0, 0)
+        if math.isnan(score):
+            score = scoring.score_plan(plan, ranges, config)
+        weight_choice = choose_weight_range(recipe, plan, ranges, config, scoring, score)
+        recipe, plan, score = weight_choice.recipe, weight_choice.plan, weight_choice.score
+        notes.append(weight_choice.describe())
+    # else: ranges from a file (its recorded choice is in the recipe) or a model too large to score: min/max
+    for enabled, stage, choose, describe in (
+        (config.auto_hybrid, "choose hybrid", choose_hybrid, describe_hybrid),
+        (config.auto_fallback, "choose fallback", choose_fallback, describe_fallback),
+    ):
+        if enabled and scoring is not None:
+            progress(stage, 0, 0)
+            if math.isnan(score):
+                score = scoring.score_plan(plan, ranges, config)
+            picked = choose(recipe, plan, ranges, config, scoring, score)
+            recipe, plan, score = picked.recipe, picked.plan, picked.score
+            if describe(picked):
+                notes.append(describe(picked))
+    del scoring
+
+    if config.save_ranges is not None:
+        save_ranges(ranges, recipe, config.percentile, samples, config.save_ranges)
+    if config.bias_correction and config.calibration_data is not None:
+        progress("bias correction", 0, 0)
+        corrected = bias_correction.apply(model, plan, config, config.calibration_data)
+        recipe = recipe.replace(bias_corrected=corrected)
+        notes.append(f"bias correction: {len(corrected)} layer(s) corrected for the mean output shift of their int8 weights")
+    progress("quantize", 0, 0)
+    quantized = quantize_static(model, plan, ranges, config)
+    return Quantized(quantized, plan.decisions, recipe, samples, notes + ([method_note] if method_note else []))
+
+
+def _scores_choices(config: Config) -> bool:
+    """Whether a run with a fixed calibration method scores anything (one ``Scoring`` for all)."""
+    return config.calibration_data is not None and config.load_ranges is None and (
+        config.auto_hybrid or config.auto_fallback or config.weight_range == WeightRange.AUTO
+    )
+
+
+def quantize_weights_only(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: Progress) -> Quantized:
+    """Dynamic mode: int8 weights, hybrid kernels; no samples, so nothing is scored."""
+    notes = []
+    if config.weight_range == WeightRange.AUTO:
+        notes.append("weight range auto: minmax (dynamic mode has no samples to score candidates on)")
+    progress("quantize", 0, 0)
+    result = quantize_dynamic(model, config, recipe)
+    return Quantized(result.model, result.decisions, recipe, 0, notes)
+
+
+@dataclass(frozen=True)
+class Written:
+    oplist: OpList
+    onnx_size: int
+    ort_size: int | None
+    notes: list[str]
+
+
+def write_outputs(
+    quantized: onnx.ModelProto,
+    decisions: dict[str, Decision],
+    source_nodes,
+    prepared_nodes: list[SourceNode],
+    outputs: OutputPaths,
+    config: Config,
+    progress: Progress,
+) -> Written:
+    """Serialize, read back what onnxruntime runs (the op list), write .onnx, .ort and
+    .ops.json atomically together."""
+    model_bytes = serialize(quantized, __version__, data_location=data_path(outputs.onnx).name)
+    progress("analyze", 0, 0)
+    oplist = build_oplist(source_nodes, prepared_nodes, decisions, optimized_graph(model_bytes))
+    progress("write", 0, 0)
+    notes = []
     write_ort_file = config.write_ort
     if write_ort_file and model_bytes.external is not None:
         write_ort_file = False
         notes.append(f".ort not written: the ORT format holds at most 2 GB; the .onnx keeps its weights in {data_path(outputs.onnx).name}")
-    ort_size = None
     with transaction():  # all outputs or none: renamed into place together at the end
         write_onnx(model_bytes, outputs.onnx)
         if write_ort_file:
             write_ort(model_bytes, outputs.ort)
         write_oplist(oplist, outputs.ops)
-    if write_ort_file:
-        ort_size = outputs.ort.stat().st_size
-    return ConvertResult(
-        source=source,
-        outputs=outputs,
-        mode=mode,
-        float_size_bytes=loaded.size_bytes,
-        int8_size_bytes=model_bytes.total_size,
-        ort_size_bytes=ort_size,
-        oplist=oplist,
-        notes=notes,
-        calibration_samples=samples,
-        calibration_method=(
-            f"ranges from {config.load_ranges.name}" if config.load_ranges else method_used.value
-        ) if config.static else "",
-        seconds=time.perf_counter() - started,
-        rescaled=rescaled,
-    )
-
+    ort_size = outputs.ort.stat().st_size if write_ort_file else None
+    return Written(oplist, model_bytes.total_size, ort_size, notes)

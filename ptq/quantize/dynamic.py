@@ -27,6 +27,7 @@ from ptq.quantize import kernels, lstm
 from ptq.quantize.plan import HYBRID, WEIGHT_ONLY, Decision, is_excluded, weight_axis
 from ptq.quantize.rewrite import GraphBuilder, finish
 from ptq.quantize.weights import WeightStore
+from ptq.recipe import Recipe
 
 # Small tensors are not worth an extra node: LayerNorm gammas, tiny heads.
 MIN_WEIGHT_ELEMENTS = 256
@@ -38,18 +39,21 @@ class DynamicResult:
     decisions: dict[str, Decision]
 
 
-def quantize_dynamic(model: onnx.ModelProto, config: Config) -> DynamicResult:
+def quantize_dynamic(model: onnx.ModelProto, config: Config, recipe: Recipe | None = None) -> DynamicResult:
+    """Weight-only int8 and hybrid kernels; ``recipe`` holds the nodes kept float or asked hybrid
+    and the weight range (what the user asked when None)."""
+    recipe = recipe if recipe is not None else Recipe.asked(config)
     graph = model.graph
     inits = initializers(graph)
     builder = GraphBuilder(model)
     store = WeightStore(
-        builder, inits, symmetric=config.weights == Scheme.SYMMETRIC, reduce_range=config.reduce_range, mse=config.mse_weights
+        builder, inits, symmetric=config.weights == Scheme.SYMMETRIC, reduce_range=config.reduce_range, mse=recipe.mse_weights
     )
     decisions: dict[str, Decision] = {}
     nodes: list[onnx.NodeProto] = []
 
     for node in graph.node:
-        reason = _why_float(node, config, inits)
+        reason = _why_float(node, recipe, inits)
         if reason is not None:
             decisions[node.name] = Decision(False, reason=reason)
             nodes.append(node)
@@ -58,7 +62,7 @@ def quantize_dynamic(model: onnx.ModelProto, config: Config) -> DynamicResult:
             nodes.extend(hybrid_matmul(node, store, builder, config))
             decisions[node.name] = Decision(True, HYBRID)
         elif node.op_type in kernels.HYBRID_RECURRENT:
-            nodes.extend(lstm.hybrid_lstm(node, inits, builder, config))
+            nodes.extend(lstm.hybrid_lstm(node, inits, builder, config, recipe.mse_weights))
             decisions[node.name] = Decision(True, HYBRID)
         elif node.op_type == "Gather":
             nodes.extend(int8_gather(node, store, builder))
@@ -69,16 +73,16 @@ def quantize_dynamic(model: onnx.ModelProto, config: Config) -> DynamicResult:
     return DynamicResult(finish(model, nodes, builder), decisions)
 
 
-def _why_float(node: onnx.NodeProto, config: Config, inits) -> str | None:
+def _why_float(node: onnx.NodeProto, recipe: Recipe, inits) -> str | None:
     op = node.op_type
-    if is_excluded(node, config.exclude):
+    if is_excluded(node, recipe.float_targets):
         return "excluded by the user (--exclude)"
     if has_subgraph(node):
         return f"control flow ({op}): its body is kept float"
     if node.domain not in ("", "ai.onnx"):
         return f"custom-domain op {node.domain}.{op}: no int8 kernel"
     if op in kernels.HYBRID_RECURRENT:
-        return lstm.float_reason(node, config, inits, MIN_WEIGHT_ELEMENTS)
+        return lstm.float_reason(node, recipe.hybrid_targets, inits, MIN_WEIGHT_ELEMENTS)
     if op not in kernels.HYBRID | kernels.WEIGHT_ONLY:
         return f"no int8 weights: {op} has no hybrid kernel in onnxruntime" if op in kernels.WEIGHTED else (
             f"no int8 or hybrid kernel in onnxruntime for {op}"

@@ -46,10 +46,10 @@ DEFAULT_ON = True
 HYBRID_REASON = "hybrid DynamicQuantizeLSTM: int8 W and R, input and hidden state quantized at run time"
 
 
-def float_reason(node: onnx.NodeProto, config: Config, inits: dict[str, onnx.TensorProto],
+def float_reason(node: onnx.NodeProto, hybrid: tuple[str, ...], inits: dict[str, onnx.TensorProto],
                  min_elements: int = 0) -> str | None:  # fmt: skip
-    """Why the LSTM ``node`` stays float under ``config`` (not asked for, or not possible), or None."""
-    asked = node.name in config.hybrid or node.op_type in config.hybrid
+    """Why the LSTM ``node`` stays float (not asked for in ``hybrid``, or not possible), or None."""
+    asked = node.name in hybrid or node.op_type in hybrid
     if not (DEFAULT_ON or asked):
         return "hybrid LSTM is off by default (ask for it with --hybrid LSTM)"
     return why_float(node, inits, min_elements)
@@ -89,13 +89,13 @@ def _quantize(values: np.ndarray, per_channel: bool, reduce_range: bool, mse: bo
 
 
 def hybrid_lstm(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], builder: GraphBuilder,
-                config: Config) -> list[onnx.NodeProto]:  # fmt: skip
+                config: Config, mse: bool) -> list[onnx.NodeProto]:  # fmt: skip
     """``node`` (an ONNX LSTM that ``why_float`` accepts) as one DynamicQuantizeLSTM node."""
     names = []
     for index, tag in ((W, "W"), (R, "R")):
         source = node.input[index]
         values = require_finite(source, to_array(inits[source]).astype(np.float32))
-        q, scale = _quantize(values, config.per_channel, config.reduce_range, config.mse_weights)
+        q, scale = _quantize(values, config.per_channel, config.reduce_range, mse)
         names.append((
             builder.constant(f"{source}/int8_{tag}", q),
             builder.constant(f"{source}/scale_{tag}", scale),

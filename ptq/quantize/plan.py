@@ -25,6 +25,7 @@ from onnx import TensorProto
 from ptq.config import Config, Scheme
 from ptq.graph import attr, consumers, elem_types, has_subgraph, initializers, producers, to_array
 from ptq.quantize import kernels, lstm
+from ptq.recipe import Recipe
 
 # Roles of quantized nodes.
 WEIGHTED = "weighted"  # Conv/MatMul/Gemm/ConvTranspose with int8 weights
@@ -52,6 +53,7 @@ class Plan:
     activations: list[str] = field(default_factory=list)  # tensors that get a Q (in graph order)
     # weighted node name -> index of its weight input and its per-channel axis (None = per tensor)
     weights: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    mse_weights: bool = False  # MSE-clipped weight ranges (the recipe's weight range), else min/max
 
     def quantized(self, name: str) -> bool:
         d = self.decisions.get(name)
@@ -77,7 +79,10 @@ def weight_axis(node: onnx.NodeProto, weight: onnx.TensorProto, per_channel: boo
     return len(weight.dims) - 1  # MatMul: output columns
 
 
-def make_plan(model: onnx.ModelProto, config: Config) -> Plan:
+def make_plan(model: onnx.ModelProto, config: Config, recipe: Recipe | None = None) -> Plan:
+    """The plan for ``model``: ``config`` says how (schemes, per-channel), ``recipe`` where
+    (nodes kept float or run hybrid, the weight range; what the user asked when None)."""
+    recipe = recipe if recipe is not None else Recipe.asked(config)
     graph = model.graph
     inits = initializers(graph)
     types = _known_types(model)
@@ -92,7 +97,7 @@ def make_plan(model: onnx.ModelProto, config: Config) -> Plan:
     weights: dict[str, tuple[int, int | None]] = {}
     candidates: list[onnx.NodeProto] = []
     for node in graph.node:
-        decision = _first_look(node, config, inits, is_float_activation, weights, graph_outputs)
+        decision = _first_look(node, config, recipe, inits, is_float_activation, weights, graph_outputs)
         if decision is None:
             candidates.append(node)
         else:
@@ -171,20 +176,20 @@ def make_plan(model: onnx.ModelProto, config: Config) -> Plan:
             )
 
     activations = _quantized_tensors(graph, region, roles, is_float_activation, read_by)
-    return Plan(decisions, activations, weights)
+    return Plan(decisions, activations, weights, recipe.mse_weights)
 
 
-def _first_look(node, config, inits, is_float_activation, weights, graph_outputs) -> Decision | None:
+def _first_look(node, config, recipe, inits, is_float_activation, weights, graph_outputs) -> Decision | None:
     """Decide nodes whose fate does not depend on their neighbours; None for candidates."""
     op = node.op_type
-    if is_excluded(node, config.exclude):
+    if is_excluded(node, recipe.float_targets):
         return Decision(False, reason="excluded by the user (--exclude)")
     if has_subgraph(node):
         return Decision(False, reason=f"control flow ({op}): its body is kept float")
     if node.domain not in ("", "ai.onnx"):
         return Decision(False, reason=f"custom-domain op {node.domain}.{op}: no int8 kernel")
     if op in kernels.HYBRID_RECURRENT:  # com.microsoft DynamicQuantizeLSTM (ptq.quantize.lstm)
-        reason = lstm.float_reason(node, config, inits)
+        reason = lstm.float_reason(node, recipe.hybrid_targets, inits)
         return Decision(False, reason=reason) if reason else Decision(True, HYBRID, reason=lstm.HYBRID_REASON)
     allowed = (
         kernels.WEIGHTED | kernels.WEIGHT_ONLY_STATIC | kernels.ELEMENTWISE | kernels.DATA_MOVEMENT | kernels.CLIPPING_ACTIVATIONS
@@ -207,7 +212,7 @@ def _first_look(node, config, inits, is_float_activation, weights, graph_outputs
         if infinite:  # an additive -inf mask, say: int8 cannot hold it, and the model means it
             return Decision(False, reason=f"constant input {infinite[0]!r} holds NaN/Inf, which int8 cannot represent")
     if op in kernels.WEIGHTED:
-        return _weighted_decision(node, config, inits, is_float_activation, weights)
+        return _weighted_decision(node, config, recipe, inits, is_float_activation, weights)
     if any(o in graph_outputs for o in node.output) and op not in kernels.WEIGHTED:
         # Rounding a model output to 8 bits gains nothing (nothing int8 reads it) and costs the
         # small values: a 1000-class Softmax's probabilities would mostly round to 0.
@@ -235,7 +240,7 @@ def _is_constant_table(node: onnx.NodeProto, inits) -> bool:
     )
 
 
-def _weighted_decision(node, config, inits, is_float_activation, weights) -> Decision:
+def _weighted_decision(node, config, recipe, inits, is_float_activation, weights) -> Decision:
     op = node.op_type
     if op == "Gemm" and (attr(node, "transA", 0) or attr(node, "alpha", 1.0) != 1.0 or attr(node, "beta", 1.0) != 1.0):
         return Decision(False, reason="Gemm with transA/alpha/beta has no int8 form in onnxruntime")
@@ -246,7 +251,7 @@ def _weighted_decision(node, config, inits, is_float_activation, weights) -> Dec
     weight = inits.get(weight_name)
     if weight is None or weight.data_type != TensorProto.FLOAT:
         return Decision(False, reason="its weight is computed at run time, not a constant")
-    if op in kernels.HYBRID and (node.name in config.hybrid or op in config.hybrid):
+    if op in kernels.HYBRID and (node.name in recipe.hybrid_targets or op in recipe.hybrid_targets):
         # The run-time range of each input adapts to that input: what an activation with rare
         # huge outliers (a transformer's FFN after GELU) needs, at a small cost in speed.
         return Decision(True, HYBRID, reason="run hybrid by request (--hybrid)")

@@ -124,7 +124,7 @@ def quantize_static(
     act_dtype = activation_dtype(config)
     store = WeightStore(
         builder, inits, symmetric=config.weights == Scheme.SYMMETRIC, reduce_range=config.reduce_range,
-        mse=config.mse_weights, memo=weight_memo,
+        mse=plan.mse_weights, memo=weight_memo,
     )
 
     quantized_name: dict[str, str] = {}  # activation tensor -> its int8 tensor
@@ -162,7 +162,7 @@ def quantize_static(
         new_node = onnx.NodeProto()
         new_node.CopyFrom(node)
         if role == HYBRID and node.op_type in kernels.HYBRID_RECURRENT:
-            nodes.extend(lstm.hybrid_lstm(node, inits, builder, config))
+            nodes.extend(lstm.hybrid_lstm(node, inits, builder, config, plan.mse_weights))
         elif role == HYBRID:
             nodes.extend(hybrid_matmul(node, store, builder, config))
         elif role == WEIGHT_ONLY and node.op_type == "Gather":

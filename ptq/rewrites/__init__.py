@@ -5,7 +5,8 @@ rewrite with a reason, and applies the rest in place. A rewrite is exact in floa
 model computes the same function up to float rounding; each module's tests check it through
 onnxruntime); whether it helps the int8 model is measured elsewhere.
 
-This module holds only the types the passes share; the passes themselves live beside it.
+This module holds only the types the passes share; the passes themselves live beside it, and
+``ptq.rewrites.passes.PASSES`` orders them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class RewriteResult:
             (a per-channel rescaling): per-layer comparisons leave them out.
         keep_float: nodes the rewrite needs kept float (e.g. a Mul holding a per-channel
             constant that an int8 kernel would quantize away).
+        notes: lines for the user.
+        settings: the pass's numeric parameters, by name (e.g. SmoothQuant's alpha): a ranges
+            file calibrated after the pass fits only a rerun with the same settings.
     """
 
     name: str
@@ -41,6 +45,7 @@ class RewriteResult:
     rescaled: tuple[str, ...] = ()
     keep_float: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    settings: tuple[tuple[str, float], ...] = ()
 
     @property
     def changed(self) -> bool:

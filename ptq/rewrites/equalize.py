@@ -22,7 +22,13 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ptq.config import Config
 from ptq.graph import attr, consumers, initializers, unique_name
+from ptq.progress import Progress
+from ptq.rewrites import Declined, RewriteResult
+
+NAME = "equalize"
+OPTION = "--equalize"
 
 HOMOGENEOUS_OPS = frozenset({"Relu", "LeakyRelu"})
 ROUNDS = 4
@@ -127,8 +133,34 @@ def own_initializer(graph: onnx.GraphProto, node: onnx.NodeProto, index: int, in
     return tensor
 
 
+def enabled(config: Config) -> bool:
+    return config.equalize
+
+
+def settings(config: Config) -> tuple[tuple[str, float], ...]:
+    return ()
+
+
+def run(model: onnx.ModelProto, config: Config, progress: Progress) -> RewriteResult:
+    """The pass: find the pairs, equalize them in place (data-free: static and dynamic mode)."""
+    pairs = find_pairs(model)
+    changed = _equalize(model, pairs)
+    touched = {p.first for p in pairs} | {b for p in pairs for b in p.between}
+    return RewriteResult(
+        NAME,
+        applied=tuple(p.first for p in pairs if p in changed),
+        declined=tuple(Declined(p.first, "channels balanced already (or weights not finite)") for p in pairs if p not in changed),
+        rescaled=tuple(n.output[0] for n in model.graph.node if n.name in touched),
+        notes=(f"cross-layer equalization: {len(changed)} of {len(pairs)} Conv pair(s) rescaled",),
+    )
+
+
 def apply(model: onnx.ModelProto, pairs: list[Pair], rounds: int = ROUNDS) -> int:
     """Equalize ``pairs`` in place, ``rounds`` times in turn; returns how many pairs changed."""
+    return len(_equalize(model, pairs, rounds))
+
+
+def _equalize(model: onnx.ModelProto, pairs: list[Pair], rounds: int = ROUNDS) -> set[Pair]:
     graph = model.graph
     inits = initializers(graph)
     read_by = consumers(graph)
@@ -160,4 +192,4 @@ def apply(model: onnx.ModelProto, pairs: list[Pair], rounds: int = ROUNDS) -> in
                 b_proto = own_initializer(graph, first, 2, inits, read_by)
                 b = numpy_helper.to_array(b_proto).astype(np.float64) / s
                 b_proto.CopyFrom(numpy_helper.from_array(b.astype(np.float32), b_proto.name))
-    return len(changed)
+    return changed

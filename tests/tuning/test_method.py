@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 
 import ptq
 from bench import zoo
+from ptq.calibrate.range_file import read_ranges
 from ptq.config import CalibrationMethod
 from ptq.tuning.method import CANDIDATES
 from ptq.tuning.scoring import output_score
@@ -31,12 +31,13 @@ def test_auto_keeps_the_best_scoring_method_and_records_it(tmp_path):
     zoo.write_calibration_dir("ppocr-cls", calib, "calib", n=6)
     ranges_file = tmp_path / "ranges.json"
     result = ptq.convert(model, ptq.Config(output=tmp_path / "auto.onnx", calibration_data=calib, save_ranges=ranges_file))
-    note = next(n for n in result.notes if n.startswith("calibration method auto:"))
-    scores = {m.value: float(note.split(f"{m.value} ")[-1].split(" dB")[0]) for m in CANDIDATES}
-    assert all(math.isfinite(s) for s in scores.values())
+    recipe = result.recipe
+    scores = {s.candidate: s.score_db for s in recipe.method_scores}
+    assert list(scores) == [m.value for m in CANDIDATES] and all(math.isfinite(s) for s in scores.values())
+    assert recipe.scoring_samples == 6
     chosen = result.calibration_method
-    assert scores[chosen] == max(scores.values())
-    assert json.loads(ranges_file.read_text())["method"] == chosen
+    assert recipe.calibration_method.value == chosen and scores[chosen] == max(scores.values())
+    assert read_ranges(ranges_file).recipe == recipe  # saved whole
 
     # The chosen method, asked for explicitly, gives the same bytes (the same ranges).
     explicit = ptq.convert(
@@ -60,12 +61,11 @@ def test_one_scoring_serves_every_choice_and_scores_chain(tmp_path, monkeypatch)
     monkeypatch.setattr(tune.Scoring, "__init__", lambda self, *a: built.append(1) or original(self, *a))
     result = ptq.convert(path, ptq.Config(output=tmp_path / "q.onnx", calibration_data=data, auto_fallback=True, write_ort=False))
     assert built == [1]
+    chosen = result.recipe.calibration_method.value
+    chosen_score = next(s.score_db for s in result.recipe.method_scores if s.candidate == chosen)
     notes = {n.split(":")[0]: n for n in result.notes}
-    method_note = notes["calibration method auto"]
-    chosen = result.calibration_method
-    chosen_score = method_note.split(f"{chosen} ")[-1].split(" dB")[0]
     hybrid_note = notes["hybrid MatMuls by input producer"]  # the MLP has MatMul groups
-    assert hybrid_note.split(": ")[1].startswith(f"{chosen_score} dB as planned")
+    assert hybrid_note.split(": ")[1].startswith(f"{chosen_score:.1f} dB as planned")
 
 
 def test_weight_range_auto_scores_both_records_the_choice_and_the_file_rebuilds_it(tmp_path):
@@ -76,17 +76,15 @@ def test_weight_range_auto_scores_both_records_the_choice_and_the_file_rebuilds_
     minmax = ptq.convert(model, ptq.Config(output=tmp_path / "minmax.onnx", **base))
     mse = ptq.convert(model, ptq.Config(output=tmp_path / "mse.onnx", weight_range="mse", **base))
     assert minmax.outputs.onnx.read_bytes() != mse.outputs.onnx.read_bytes()  # clipping changed some channel
-    assert not any(n.startswith("weight range auto") for n in minmax.notes)  # min/max is the default: nothing scored
+    assert minmax.recipe.weight_range_scores == ()  # min/max is the default: nothing scored
 
     ranges_file = tmp_path / "ranges.json"
     auto = ptq.convert(model, ptq.Config(output=tmp_path / "auto.onnx", weight_range="auto", save_ranges=ranges_file, **base))
-    note = next(n for n in auto.notes if n.startswith("weight range auto:"))
-    picked = note.split(": ")[1].split(" ")[0]
-    import re
-
-    scores = {k: float(re.search(rf"{k} (-?[0-9.]+) dB", note).group(1)) for k in ("minmax", "mse")}
+    scores = {s.candidate: s.score_db for s in auto.recipe.weight_range_scores}
+    picked = auto.recipe.weight_range.value
+    assert set(scores) == {"minmax", "mse"}
     assert picked == ("mse" if scores["mse"] >= scores["minmax"] + WEIGHT_MSE_GAIN_DB else "minmax")
-    assert json.loads(ranges_file.read_text())["weight_range"] == picked
+    assert read_ranges(ranges_file).recipe.weight_range.value == picked
     assert auto.outputs.onnx.read_bytes() == {"minmax": minmax, "mse": mse}[picked].outputs.onnx.read_bytes()
 
     # Without data, the file's choice comes back (auto or not given), so the bytes do too.

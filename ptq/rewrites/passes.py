@@ -1,0 +1,51 @@
+"""The float rewrites in the order they run: one plain list.
+
+Each entry is a module with ``NAME``, ``OPTION`` (the switch), ``enabled(config)``,
+``settings(config)`` (numeric parameters a ranges file must match) and ``run(model, config, progress) ->
+RewriteResult`` (see ``ptq.rewrites``). Order matters where passes meet the same sites: cross-layer
+equalization is data-free and runs first; the data-driven passes measure the model as the passes
+before them left it. The cleanup passes of the speed work (``fuse_hardswish``, ``fold_affine``)
+go into this list where their sites require.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from ptq.config import Config
+from ptq.progress import Progress
+from ptq.recipe import Recipe
+from ptq.rewrites import equalize, equalize_activations, smoothquant
+
+PASSES = (
+    equalize,
+    equalize_activations,
+    smoothquant,
+)
+
+
+def asked(config: Config) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
+    """The passes ``config`` switches on, each with the settings it will record."""
+    return tuple((p.NAME, p.settings(config)) for p in PASSES if p.enabled(config))
+
+
+def recorded(recipe: Recipe) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
+    """The passes ``recipe`` applied, with their settings (comparable with ``asked``)."""
+    return tuple((r.name, r.settings) for r in recipe.rewrites)
+
+
+def describe(passes: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]) -> str:
+    """Passes as the options that switch them on, e.g. "--smoothquant 0.5 --equalize"."""
+    options = {p.NAME: p.OPTION for p in PASSES}
+    if not passes:
+        names = [p.OPTION for p in PASSES]
+        return "no " + ", ".join(names[:-1]) + " or " + names[-1]
+    return " ".join(" ".join([options.get(name, name)] + [f"{v:g}" for _, v in settings]) for name, settings in passes)
+
+
+def apply(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: Progress) -> Recipe:
+    """Run the passes ``config`` switches on, in order, in place; the recipe with their results."""
+    for rewrite in PASSES:
+        if rewrite.enabled(config):
+            recipe = recipe.rewritten(rewrite.run(model, config, progress))
+    return recipe
