@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import pytest
-
 import ptq
 from bench import zoo
 from ptq.calibrate.range_file import read_ranges
 from ptq.config import CalibrationMethod
 from ptq.tuning.method import CANDIDATES
-from ptq.tuning.scoring import output_score
-from ptq.tuning.weight_range import WEIGHT_MSE_GAIN_DB
-
-
-def test_output_score_averages_outputs_in_db():
-    ref = [[np.ones(4), np.full(4, 100.0)]]
-    # Output 0: noise power 0.01 per element vs signal 1 -> 20 dB; output 1 exact -> capped at 200.
-    test = [[np.ones(4) + 0.1, np.full(4, 100.0)]]
-    assert output_score(ref, test) == pytest.approx((20.0 + 200.0) / 2)
-    worse = [[np.ones(4) + 0.3, np.full(4, 100.0)]]
-    assert output_score(ref, worse) < output_score(ref, test)
 
 
 def test_auto_keeps_the_best_scoring_method_and_records_it(tmp_path):
@@ -66,27 +52,3 @@ def test_one_scoring_serves_every_choice_and_scores_chain(tmp_path, monkeypatch)
     notes = {n.split(":")[0]: n for n in result.notes}
     hybrid_note = notes["hybrid MatMuls by input producer"]  # the MLP has MatMul groups
     assert hybrid_note.split(": ")[1].startswith(f"{chosen_score:.1f} dB as planned")
-
-
-def test_weight_range_auto_scores_both_records_the_choice_and_the_file_rebuilds_it(tmp_path):
-    model = zoo.fetch_model("ppocr-cls")
-    calib = tmp_path / "calib"
-    zoo.write_calibration_dir("ppocr-cls", calib, "calib", n=6)
-    base = dict(calibration_data=calib, calibration_method=CalibrationMethod.MINMAX, auto_hybrid=False, write_ort=False)
-    minmax = ptq.convert(model, ptq.Config(output=tmp_path / "minmax.onnx", **base))
-    mse = ptq.convert(model, ptq.Config(output=tmp_path / "mse.onnx", weight_range="mse", **base))
-    assert minmax.outputs.onnx.read_bytes() != mse.outputs.onnx.read_bytes()  # clipping changed some channel
-    assert minmax.recipe.weight_range_scores == ()  # min/max is the default: nothing scored
-
-    ranges_file = tmp_path / "ranges.json"
-    auto = ptq.convert(model, ptq.Config(output=tmp_path / "auto.onnx", weight_range="auto", save_ranges=ranges_file, **base))
-    scores = {s.candidate: s.score_db for s in auto.recipe.weight_range_scores}
-    picked = auto.recipe.weight_range.value
-    assert set(scores) == {"minmax", "mse"}
-    assert picked == ("mse" if scores["mse"] >= scores["minmax"] + WEIGHT_MSE_GAIN_DB else "minmax")
-    assert read_ranges(ranges_file).recipe.weight_range.value == picked
-    assert auto.outputs.onnx.read_bytes() == {"minmax": minmax, "mse": mse}[picked].outputs.onnx.read_bytes()
-
-    # Without data, the file's choice comes back (auto or not given), so the bytes do too.
-    again = ptq.convert(model, ptq.Config(output=tmp_path / "again.onnx", load_ranges=ranges_file, weight_range="auto", auto_hybrid=False, write_ort=False))
-    assert again.outputs.onnx.read_bytes() == auto.outputs.onnx.read_bytes()
