@@ -56,7 +56,7 @@ class ConvertResult:
     # Tensors a float rewrite rescaled on purpose (SmoothQuant's per-channel 1/s): they differ
     # from the float model's namesakes by design, so the per-layer table leaves them out.
     rescaled: tuple[str, ...] = ()
-    recipe: Recipe = Recipe()
+    recipe: Recipe = field(default_factory=Recipe)
 
     @property
     def size_ratio(self) -> float:

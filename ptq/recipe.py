@@ -81,7 +81,7 @@ class Recipe:
             raise ValueError("a recipe holds the weight range chosen, not auto")
 
     @classmethod
-    def asked(cls, config: Config) -> "Recipe":
+    def asked(cls, config: Config) -> Recipe:
         """The decisions the user made in ``config``: nothing measured yet."""
         placements = tuple(Placement(t, FLOAT, USER) for t in config.exclude) + tuple(Placement(t, HYBRID, USER) for t in config.hybrid)
         return cls(
@@ -108,7 +108,7 @@ class Recipe:
         """Tensors the rewrites rescaled on purpose (per-layer comparisons leave them out)."""
         return tuple(t for r in self.rewrites for t in r.rescaled)
 
-    def placed(self, *placements: Placement) -> "Recipe":
+    def placed(self, *placements: Placement) -> Recipe:
         """This recipe with ``placements`` added (one already there for the same target and
         kind keeps its first reason)."""
         have = {(p.target, p.runs) for p in self.placements}
@@ -119,12 +119,12 @@ class Recipe:
                 new.append(p)
         return dataclasses.replace(self, placements=self.placements + tuple(new))
 
-    def rewritten(self, result: RewriteResult) -> "Recipe":
+    def rewritten(self, result: RewriteResult) -> Recipe:
         """This recipe with the rewrite ``result`` applied: recorded, its nodes kept float."""
         with_result = dataclasses.replace(self, rewrites=self.rewrites + (result,))
         return with_result.placed(*(Placement(n, FLOAT, result.name) for n in result.keep_float))
 
-    def replace(self, **changes) -> "Recipe":
+    def replace(self, **changes) -> Recipe:
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------------------- JSON
@@ -155,7 +155,7 @@ class Recipe:
         }
 
     @classmethod
-    def from_json(cls, document: object, where: str) -> "Recipe":
+    def from_json(cls, document: object, where: str) -> Recipe:
         """The recipe ``to_json`` wrote; anything else is a ``CalibrationDataError`` naming ``where``."""
         try:
             if not isinstance(document, dict):

@@ -27,7 +27,6 @@ from ptq.progress import StepProgress as Progress
 from ptq.runtime import inference_session, session_options
 
 
-
 @contextlib.contextmanager
 def with_outputs(model: onnx.ModelProto, tensors: Iterable[str]) -> Iterator[onnx.ModelProto]:
     """``model`` returning ``tensors`` too (those not already outputs or inputs), for the duration

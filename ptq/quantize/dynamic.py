@@ -22,9 +22,9 @@ import onnx
 from onnx import TensorProto, helper
 
 from ptq.config import Config, Scheme
-from ptq.graph import attr, has_subgraph, initializers
+from ptq.graph import attr, initializers
 from ptq.quantize import kernels, lstm
-from ptq.quantize.plan import HYBRID, WEIGHT_ONLY, Decision, is_excluded, weight_axis
+from ptq.quantize.plan import HYBRID, WEIGHT_ONLY, Decision, placed_float_reason, weight_axis
 from ptq.quantize.rewrite import GraphBuilder, finish
 from ptq.quantize.weights import WeightStore
 from ptq.recipe import Recipe
@@ -75,12 +75,9 @@ def quantize_dynamic(model: onnx.ModelProto, config: Config, recipe: Recipe | No
 
 def _why_float(node: onnx.NodeProto, recipe: Recipe, inits) -> str | None:
     op = node.op_type
-    if is_excluded(node, recipe.float_targets):
-        return "excluded by the user (--exclude)"
-    if has_subgraph(node):
-        return f"control flow ({op}): its body is kept float"
-    if node.domain not in ("", "ai.onnx"):
-        return f"custom-domain op {node.domain}.{op}: no int8 kernel"
+    reason = placed_float_reason(node, recipe)
+    if reason is not None:
+        return reason
     if op in kernels.HYBRID_RECURRENT:
         return lstm.float_reason(node, recipe.hybrid_targets, inits, MIN_WEIGHT_ELEMENTS)
     if op not in kernels.HYBRID | kernels.WEIGHT_ONLY:

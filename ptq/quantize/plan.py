@@ -179,15 +179,25 @@ def make_plan(model: onnx.ModelProto, config: Config, recipe: Recipe | None = No
     return Plan(decisions, activations, weights, recipe.mse_weights)
 
 
+def placed_float_reason(node: onnx.NodeProto, recipe: Recipe) -> str | None:
+    """Why ``node`` stays float whatever the mode (static or dynamic): placed float by the
+    recipe, control flow, or a custom domain; None otherwise."""
+    if is_excluded(node, recipe.float_targets):
+        # the reason text predates the recipe's reasons; kept so outputs stay byte-identical
+        return "excluded by the user (--exclude)"
+    if has_subgraph(node):
+        return f"control flow ({node.op_type}): its body is kept float"
+    if node.domain not in ("", "ai.onnx"):
+        return f"custom-domain op {node.domain}.{node.op_type}: no int8 kernel"
+    return None
+
+
 def _first_look(node, config, recipe, inits, is_float_activation, weights, graph_outputs) -> Decision | None:
     """Decide nodes whose fate does not depend on their neighbours; None for candidates."""
     op = node.op_type
-    if is_excluded(node, recipe.float_targets):
-        return Decision(False, reason="excluded by the user (--exclude)")
-    if has_subgraph(node):
-        return Decision(False, reason=f"control flow ({op}): its body is kept float")
-    if node.domain not in ("", "ai.onnx"):
-        return Decision(False, reason=f"custom-domain op {node.domain}.{op}: no int8 kernel")
+    reason = placed_float_reason(node, recipe)
+    if reason is not None:
+        return Decision(False, reason=reason)
     if op in kernels.HYBRID_RECURRENT:  # com.microsoft DynamicQuantizeLSTM (ptq.quantize.lstm)
         reason = lstm.float_reason(node, recipe.hybrid_targets, inits)
         return Decision(False, reason=reason) if reason else Decision(True, HYBRID, reason=lstm.HYBRID_REASON)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ptq.config import ImageFormat
-from ptq.progress import Progress
 from ptq.errors import CalibrationDataError, UsageError
+from ptq.progress import Progress
 from ptq.report import data as data_mod
 from ptq.report import gates as gates_mod
 from ptq.report.data import EvalData

@@ -28,7 +28,6 @@ from ptq.graph import ort_error_line
 from ptq.progress import Progress
 from ptq.report.data import EvalData
 
-
 DEFAULT_RUNS = 50
 DEFAULT_WARMUP = 5
 LAYER_SAMPLES = 8  # samples the per-layer comparison runs on (streamed: one sample's activations at a time)

@@ -56,7 +56,7 @@ class ConvScan:
     outputs: set
 
     @classmethod
-    def of(cls, model: onnx.ModelProto) -> "ConvScan":
+    def of(cls, model: onnx.ModelProto) -> ConvScan:
         graph = model.graph
         return cls(initializers(graph), consumers(graph), {o.name for o in graph.output})
 

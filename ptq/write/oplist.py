@@ -23,8 +23,8 @@ from ptq.errors import OutputError, PtqError
 from ptq.graph import ort_error_line
 from ptq.loader import SourceNode
 from ptq.quantize.plan import Decision
-from ptq.write.atomic import write_bytes
 from ptq.runtime import inference_session, session_options
+from ptq.write.atomic import write_bytes
 
 INT8 = "int8"
 HYBRID = "hybrid"

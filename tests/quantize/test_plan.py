@@ -30,10 +30,10 @@ def _w(name: str) -> onnx.TensorProto:
 def _add_between(producer_op: str) -> onnx.ModelProto:
     """Two ``producer_op`` branches joined by an Add that feeds another ``producer_op``."""
     if producer_op == "Conv":
-        make = lambda name, src, dst: helper.make_node("Conv", [src, f"w_{name}"], [dst], name=name)  # noqa: E731
+        make = lambda name, src, dst: helper.make_node("Conv", [src, f"w_{name}"], [dst], name=name)
         inits = [_w(f"w_{n}") for n in ("p1", "p2", "p3")]
     else:
-        make = lambda name, src, dst: helper.make_node(producer_op, [src], [dst], name=name)  # noqa: E731
+        make = lambda name, src, dst: helper.make_node(producer_op, [src], [dst], name=name)
         inits = []
     nodes = [make("p1", "x", "a"), make("p2", "x", "b"), helper.make_node("Add", ["a", "b"], ["s"], name="add"), make("p3", "s", "y")]
     return _model(nodes, inits)

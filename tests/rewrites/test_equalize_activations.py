@@ -54,7 +54,7 @@ def test_activation_equalization_is_exact_in_float_and_evens_the_depthwise_input
     probe.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
     after, z_after = _run(probe, x)
     np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
-    spread = lambda v: np.abs(v).max(axis=(0, 2, 3)).max() / np.median(np.abs(v).max(axis=(0, 2, 3)))  # noqa: E731
+    spread = lambda v: np.abs(v).max(axis=(0, 2, 3)).max() / np.median(np.abs(v).max(axis=(0, 2, 3)))
     assert spread(z_after) < spread(z) / 2  # the few large channels no longer set the per-tensor range alone
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import ptq
 from bench import zoo
 from ptq.calibrate.range_file import read_ranges
-from ptq.recipe import ACCURACY, FLOAT
-from ptq.tuning.groups import COMPUTING_OPS, FALLBACK_GAIN_DB, fallback_groups
 from ptq.loader import load
 from ptq.quantize.plan import make_plan
+from ptq.recipe import ACCURACY, FLOAT
+from ptq.tuning.groups import COMPUTING_OPS, FALLBACK_GAIN_DB, fallback_groups
 
 
 def test_groups_are_int8_computing_ops_of_the_plan():
@@ -37,7 +39,7 @@ def test_fallback_choice_is_noted_recorded_and_replayed(tmp_path):
     scores = [result.recipe.method_scores and max(s.score_db for s in result.recipe.method_scores)]
     for group in dict.fromkeys(p.group for p in fallback):
         scores.append(next(p.score_db for p in fallback if p.group == group))
-    assert all(b >= a + FALLBACK_GAIN_DB for a, b in zip(scores, scores[1:]))
+    assert all(b >= a + FALLBACK_GAIN_DB for a, b in pairwise(scores))
     layer = ("first layer: ", "last layer: ")  # kept by node name, op types by type
     assert all(p.target == (p.group.split(": ", 1)[1] if p.group.startswith(layer) else p.group) for p in fallback)
     assert read_ranges(ranges).recipe == result.recipe

@@ -22,17 +22,15 @@ def test_a_transaction_renames_nothing_until_it_ends_and_nothing_on_an_error(tmp
         assert not a.exists()  # pending until the block ends
         write_bytes(b, b"2")
     assert a.read_bytes() == b"1" and b.read_bytes() == b"2"
-    with pytest.raises(RuntimeError):
-        with transaction():
-            write_bytes(a, b"changed")
-            raise RuntimeError("stop")
+    with pytest.raises(RuntimeError), transaction():
+        write_bytes(a, b"changed")
+        raise RuntimeError("stop")
     assert a.read_bytes() == b"1" and sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
 def test_a_destination_that_is_a_folder_fails_before_any_rename(tmp_path):
     (tmp_path / "dir").mkdir()
-    with pytest.raises(OutputError, match="Is a directory"):
-        with transaction():
-            write_bytes(tmp_path / "first", b"1")
-            write_bytes(tmp_path / "dir", b"2")
+    with pytest.raises(OutputError, match="Is a directory"), transaction():
+        write_bytes(tmp_path / "first", b"1")
+        write_bytes(tmp_path / "dir", b"2")
     assert not (tmp_path / "first").exists()
