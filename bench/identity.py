@@ -87,7 +87,7 @@ def ort_run(path: Path, calib: Path) -> str:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    with np.load(sorted(calib.glob("*.npz"))[0]) as sample:
+    with np.load(min(calib.glob("*.npz"))) as sample:
         feed = {i.name: sample[i.name] for i in session.get_inputs() if i.name in sample.files}
     digest = hashlib.sha256()
     for value in session.run(None, feed):
