@@ -101,7 +101,8 @@ def test_ranges_saved_with_equalization_need_it_again(tmp_path):
     path, data = _saved_with_samples(_model(), tmp_path)
     ranges = tmp_path / "ranges.json"
     first = convert(path, Config(output=tmp_path / "eq.onnx", calibration_data=data, equalize=True, save_ranges=ranges, write_ort=False))
-    assert any(n.startswith("cross-layer equalization: 2 of 2") for n in first.notes)
+    (rewrite,) = first.recipe.rewrites
+    assert rewrite.name == "equalize" and len(rewrite.applied) == 2 and rewrite.declined == ()
     with pytest.raises(UsageError, match="calibrated with --equalize, this run has no --equalize, --equalize-activations or --smoothquant"):
         convert(path, Config(output=tmp_path / "plain.onnx", load_ranges=ranges, write_ort=False))
     again = convert(path, Config(output=tmp_path / "again.onnx", load_ranges=ranges, equalize=True, write_ort=False))
@@ -115,6 +116,6 @@ def test_equalization_applies_in_dynamic_mode_too(tmp_path):
     onnx.save(_model(), str(path))
     result = convert(path, Config(output=tmp_path / "dyn.onnx", equalize=True, write_ort=False))
     assert result.mode == "dynamic"
-    assert any(n.startswith("cross-layer equalization: 2 of 2") for n in result.notes)
+    assert [(r.name, len(r.applied)) for r in result.recipe.rewrites] == [("equalize", 2)]
     plain = convert(path, Config(output=tmp_path / "plain.onnx", write_ort=False))
     assert plain.outputs.onnx.read_bytes() != result.outputs.onnx.read_bytes()

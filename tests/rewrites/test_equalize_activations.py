@@ -71,6 +71,7 @@ def test_activation_equalization_needs_calibration_data_and_is_recorded(tmp_path
     path, data = _saved_with_samples(_hardswish_model(), tmp_path)
     ranges = tmp_path / "ranges.json"
     first = convert(path, Config(output=tmp_path / "a.onnx", calibration_data=data, equalize_activations=True, save_ranges=ranges, write_ort=False))
-    assert "activation equalization: 1 of 1 HardSwish -> depthwise block(s) rescaled" in first.notes
+    (rewrite,) = first.recipe.rewrites
+    assert rewrite.name == "equalize_activations" and len(rewrite.applied) == 1 and len(rewrite.keep_float) == 1
     with pytest.raises(UsageError, match="calibrated with --equalize-activations, this run has no "):
         convert(path, Config(output=tmp_path / "b.onnx", load_ranges=ranges, write_ort=False))
