@@ -10,7 +10,7 @@ Run it on two commits (e.g. a detached ``git worktree add`` of the base) and dif
 
     python -m bench.identity --out /tmp/identity-new > new.txt
     (cd ../base && python -m bench.identity --out /tmp/identity-base > base.txt)
-    diff base.txt new.txt
+    python -m bench.identity --compare base.txt new.txt
 
 Calibration folders hold a few samples of each model's "calib" split (``bench.zoo``), written
 once per ``--out`` folder; conversions go through ``ptq.convert`` with a ``Config`` (the record of
@@ -95,12 +95,40 @@ def ort_run(path: Path, calib: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def read_table(path: Path) -> dict[tuple[str, str], list[str]]:
+    """(model, variant) -> [.onnx, .ops.json, .ort run, .ort raw] of a printed table."""
+    rows = {}
+    for line in Path(path).read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] in MODELS:
+            rows[(parts[0], parts[1])] = parts[2:]
+    return rows
+
+
+def compare(before: Path, after: Path) -> int:
+    """Exit 0 when every run of ``after`` matches ``before`` on .onnx, .ops.json and .ort run."""
+    old, new = read_table(before), read_table(after)
+    differ = [key for key in new if old.get(key, [])[:3] != new[key][:3]]
+    missing = [key for key in old if key not in new]
+    for model, variant in differ:
+        print(f"differs: {model} {variant}: {old.get((model, variant))} -> {new[(model, variant)]}")
+    for model, variant in missing:
+        print(f"missing: {model} {variant}")
+    print(f"{len(new) - len(differ)} of {len(old)} runs identical (.onnx, .ops.json, .ort outputs)")
+    return 1 if differ or missing else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="work folder (calibration data and outputs)")
+    parser.add_argument("--out", type=Path, help="work folder (calibration data and outputs)")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="compare two printed tables")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--variants", nargs="*", default=[label for label, _ in VARIANTS])
     args = parser.parse_args(argv)
+    if args.compare:
+        return compare(*args.compare)
+    if args.out is None:
+        parser.error("--out is required (or --compare BEFORE AFTER)")
     print(f"{'model':18} {'variant':22} {'.onnx':16}  {'.ops.json':16}  {'.ort run':16}  {'.ort (raw)':16}")
     started = time.perf_counter()
     for model in args.models:
