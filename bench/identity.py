@@ -1,10 +1,11 @@
 """Byte-identity check for refactors: convert every real bench model with every recipe switch and
 print the sha256 of each output (.onnx, .ort, .ops.json).
 
-onnxruntime's ORT-format writer is not deterministic (the same .onnx saved twice gives .ort files
-of different bytes and sizes; onnxruntime 1.x, measured here), so the .ort is compared by what it
-computes: the sha256 of its outputs on the first calibration sample, run by onnxruntime from the
-.ort itself ("ort run"); its raw hash is printed too, for the record.
+The .ort is compared by its bytes ("ort raw"; ptq re-serializes onnxruntime's save in a fixed
+order, see ptq/write/ort_canonical.py, because onnxruntime's own writer is not deterministic)
+and by what it computes: the sha256 of its outputs on the first calibration sample, run by
+onnxruntime from the .ort itself ("ort run"). A table printed at a commit before that fix has
+random .ort bytes: compare it with ``--ignore-ort-bytes``.
 
 Run it on two commits (e.g. a detached ``git worktree add`` of the base) and diff the tables::
 
@@ -105,16 +106,19 @@ def read_table(path: Path) -> dict[tuple[str, str], list[str]]:
     return rows
 
 
-def compare(before: Path, after: Path) -> int:
-    """Exit 0 when every run of ``after`` matches ``before`` on .onnx, .ops.json and .ort run."""
+def compare(before: Path, after: Path, ort_bytes: bool = True) -> int:
+    """Exit 0 when every run of ``after`` matches ``before`` on .onnx, .ops.json, .ort run and
+    (unless ``ort_bytes`` is False, for tables printed before the .ort was deterministic) .ort bytes."""
     old, new = read_table(before), read_table(after)
-    differ = [key for key in new if old.get(key, [])[:3] != new[key][:3]]
+    columns = 4 if ort_bytes else 3
+    differ = [key for key in new if old.get(key, [])[:columns] != new[key][:columns]]
     missing = [key for key in old if key not in new]
     for model, variant in differ:
         print(f"differs: {model} {variant}: {old.get((model, variant))} -> {new[(model, variant)]}")
     for model, variant in missing:
         print(f"missing: {model} {variant}")
-    print(f"{len(new) - len(differ)} of {len(old)} runs identical (.onnx, .ops.json, .ort outputs)")
+    what = ".onnx, .ops.json, .ort outputs" + (", .ort bytes" if ort_bytes else "")
+    print(f"{len(new) - len(differ)} of {len(old)} runs identical ({what})")
     return 1 if differ or missing else 0
 
 
@@ -122,11 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="work folder (calibration data and outputs)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="compare two printed tables")
+    parser.add_argument("--ignore-ort-bytes", action="store_true", help="for a table printed before the .ort was deterministic")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--variants", nargs="*", default=[label for label, _ in VARIANTS])
     args = parser.parse_args(argv)
     if args.compare:
-        return compare(*args.compare)
+        return compare(*args.compare, ort_bytes=not args.ignore_ort_bytes)
     if args.out is None:
         parser.error("--out is required (or --compare BEFORE AFTER)")
     print(f"{'model':18} {'variant':22} {'.onnx':16}  {'.ops.json':16}  {'.ort run':16}  {'.ort (raw)':16}")
