@@ -54,11 +54,24 @@ def _fbs_class(name: str):
 
 
 @cache
-def _fields(cls) -> tuple[str, ...]:
-    """The fields of a generated table class: those with an ``Add<Field>`` builder function."""
+def _plan(cls) -> tuple[tuple, ...]:
+    """How to copy each field of a generated table class: those with an ``Add<Field>`` builder
+    function, as (kind, reader functions, adder); kind is "numbers" (a vector of scalars),
+    "vector" (of strings, tables or structs) or "value" (a scalar, string, table or union)."""
     module = _fbs_module(cls.__name__)
-    return tuple(name[3:] for name, _ in inspect.getmembers(module, inspect.isfunction)
-                 if name.startswith("Add") and hasattr(cls, name[3:]))  # fmt: skip
+    plan = []
+    for name, adder in inspect.getmembers(module, inspect.isfunction):
+        field = name[3:]
+        if not name.startswith("Add") or not hasattr(cls, field):
+            continue
+        if hasattr(cls, f"{field}AsNumpy"):
+            plan.append(("numbers", field, (getattr(cls, f"{field}IsNone"), getattr(cls, f"{field}AsNumpy")), adder))
+        elif hasattr(cls, f"{field}Length"):
+            readers = (getattr(cls, f"{field}IsNone"), getattr(cls, f"{field}Length"), getattr(cls, field), getattr(module, f"Start{field}Vector"))
+            plan.append(("vector", field, readers, adder))
+        else:
+            plan.append(("value", field, (getattr(cls, field),), adder))
+    return tuple(plan)
 
 
 @cache
@@ -72,14 +85,16 @@ def _struct_fields(cls) -> tuple[str, ...] | None:
 
 def _copy_table(builder, table) -> int:
     cls = type(table)
-    module = _fbs_module(cls.__name__)
-    values = {}  # children first: a flatbuffer table cannot be written while another one is open
-    for field in _fields(cls):
-        if hasattr(table, f"{field}Length"):
-            if not getattr(table, f"{field}IsNone")():
-                values[field] = _copy_vector(builder, table, field, module)
+    values = []  # children first: a flatbuffer table cannot be written while another one is open
+    for kind, field, readers, adder in _plan(cls):
+        if kind == "numbers":  # the generated reader gives the declared element type
+            if not readers[0](table):
+                values.append((adder, builder.CreateNumpyVector(readers[1](table))))
+        elif kind == "vector":
+            if not readers[0](table):
+                values.append((adder, _copy_vector(builder, table, *readers[1:])))
         else:
-            value = getattr(table, field)()
+            value = readers[0](table)
             if value is None:
                 continue
             if isinstance(value, bytes):
@@ -88,27 +103,26 @@ def _copy_table(builder, table) -> int:
                 value = _copy_table(builder, value)
             elif not isinstance(value, (bool, int, float)):  # a union member: typed by its <Field>Type
                 value = _copy_table(builder, _union_member(table, field, value))
-            values[field] = value
+            values.append((adder, value))
+    module = _fbs_module(cls.__name__)
     module.Start(builder)
-    for field, value in values.items():
-        getattr(module, f"Add{field}")(builder, value)
+    for adder, value in values:
+        adder(builder, value)
     return module.End(builder)
 
 
-def _copy_vector(builder, table, field: str, module) -> int:
-    size = getattr(table, f"{field}Length")()
-    if hasattr(table, f"{field}AsNumpy"):  # scalars: the generated reader gives the declared type
-        return builder.CreateNumpyVector(getattr(table, f"{field}AsNumpy")())
-    items = [getattr(table, field)(j) for j in range(size)]
+def _copy_vector(builder, table, length, item_at, start_vector) -> int:
+    size = length(table)
+    items = [item_at(table, j) for j in range(size)]
     struct_fields = _struct_fields(type(items[0])) if items and hasattr(items[0], "_tab") else None
     if struct_fields is not None:  # structs are written inline, last first
         create = getattr(_fbs_module(type(items[0]).__name__), f"Create{type(items[0]).__name__}")
-        getattr(module, f"Start{field}Vector")(builder, size)
+        start_vector(builder, size)
         for item in reversed(items):
             create(builder, *(getattr(item, f)() for f in struct_fields))
         return builder.EndVector()
     offsets = [builder.CreateSharedString(item) if isinstance(item, bytes) else _copy_table(builder, item) for item in items]
-    getattr(module, f"Start{field}Vector")(builder, size)
+    start_vector(builder, size)
     for offset in reversed(offsets):
         builder.PrependUOffsetTRelative(offset)
     return builder.EndVector()
