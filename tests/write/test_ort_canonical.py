@@ -38,7 +38,8 @@ def fields(obj):
                 out[name] = [fields(getattr(obj, name)(j)) for j in range(n)]
         else:
             value = getattr(obj, name)()
-            out[name] = (value.Pos - value.Pos, getattr(obj, f"{name}Type")()) if type(value).__name__ == "Table" else fields(value)
+            # a union's table is compared by its type code here, its fields in union_tensor_shapes
+            out[name] = ("union", getattr(obj, f"{name}Type")()) if type(value).__name__ == "Table" else fields(value)
     return out
 
 
