@@ -4,8 +4,10 @@ Each entry is a module with ``NAME``, ``OPTION`` (the switch), ``enabled(config)
 ``settings(config)`` (numeric parameters a ranges file must match) and ``run(model, config, progress) ->
 RewriteResult`` (see ``ptq.rewrites``). Order matters where passes meet the same sites: cross-layer
 equalization is data-free and runs first; the data-driven passes measure the model as the passes
-before them left it. The cleanup passes of the speed work (``fuse_hardswish``, ``fold_affine``)
-go into this list where their sites require.
+before them left it. The float cleanup onnxruntime misses (``fuse_hardswish``, ``fold_affine``)
+runs before them all, always (``OPTION`` None: no switch): HardSwish chains first, so that
+fold_affine does not fold their Div by 6 into the next Conv and break the pattern; equalization
+then sees the Convs with their affine ops folded in.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import onnx
 from ptq.config import Config
 from ptq.progress import Progress
 from ptq.recipe import Recipe
-from ptq.rewrites import equalize, equalize_activations, smoothquant
+from ptq.rewrites import equalize, equalize_activations, fold_affine, fuse_hardswish, smoothquant
 
 PASSES = (
+    fuse_hardswish,
+    fold_affine,
     equalize,
     equalize_activations,
     smoothquant,
@@ -25,20 +29,22 @@ PASSES = (
 
 
 def asked(config: Config) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
-    """The passes ``config`` switches on, each with the settings it will record."""
-    return tuple((p.NAME, p.settings(config)) for p in PASSES if p.enabled(config))
+    """The passes ``config`` switches on, each with the settings it will record (passes without
+    a switch run in every conversion and are not compared)."""
+    return tuple((p.NAME, p.settings(config)) for p in PASSES if p.OPTION and p.enabled(config))
 
 
 def recorded(recipe: Recipe) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
     """The passes ``recipe`` applied, with their settings (comparable with ``asked``)."""
-    return tuple((r.name, r.settings) for r in recipe.rewrites)
+    switched = {p.NAME for p in PASSES if p.OPTION}
+    return tuple((r.name, r.settings) for r in recipe.rewrites if r.name in switched)
 
 
 def describe(passes: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]) -> str:
     """Passes as the options that switch them on, e.g. "--smoothquant 0.5 --equalize"."""
-    options = {p.NAME: p.OPTION for p in PASSES}
+    options = {p.NAME: p.OPTION for p in PASSES if p.OPTION}
     if not passes:
-        names = [p.OPTION for p in PASSES]
+        names = list(options.values())
         return "no " + ", ".join(names[:-1]) + " or " + names[-1]
     return " ".join(" ".join([options.get(name, name)] + [f"{v:g}" for _, v in settings]) for name, settings in passes)
 
