@@ -29,6 +29,10 @@ ELEMENTWISE = frozenset(
     {"Add", "Mul", "Concat", "AveragePool", "GlobalAveragePool", "LeakyRelu", "Sigmoid", "Softmax", "Where"}
 )
 
+# Ops run int8 through a 256-entry lookup table built from an onnxruntime table kernel the
+# op has no name in: HardSigmoid as QLinearLeakyRelu with alpha 1 (``ptq.quantize.hardsigmoid``).
+TABLE = frozenset({"HardSigmoid"})
+
 # DQ -> op -> Q with equal scale and zero point on both sides: onnxruntime drops the pair and
 # runs the op on the int8 tensor. The output must reuse the input's quantization parameters.
 DATA_MOVEMENT = frozenset(

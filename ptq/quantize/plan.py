@@ -24,7 +24,7 @@ from onnx import TensorProto
 
 from ptq.config import Config, Scheme
 from ptq.graph import attr, consumers, elem_types, has_subgraph, initializers, producers, to_array
-from ptq.quantize import kernels, lstm
+from ptq.quantize import hardsigmoid, kernels, lstm
 from ptq.recipe import Recipe
 
 # Roles of quantized nodes.
@@ -34,6 +34,7 @@ MOVEMENT = "movement"  # runs on the int8 tensor, keeps its scale
 ABSORBED = "absorbed"  # Relu/Clip folded into the following QuantizeLinear
 WEIGHT_ONLY = "weight-only"  # int8 weight dequantized for a float kernel (no int8 kernel to fuse)
 HYBRID = "hybrid"  # int8 weight, activation quantized at run time (DynamicQuantizeMatMul)
+TABLE = "table"  # int8 through a lookup-table kernel (HardSigmoid: ptq.quantize.hardsigmoid)
 
 
 @dataclass(frozen=True)
@@ -201,8 +202,13 @@ def _first_look(node, config, recipe, inits, is_float_activation, weights, graph
     if op in kernels.HYBRID_RECURRENT:  # com.microsoft DynamicQuantizeLSTM (ptq.quantize.lstm)
         reason = lstm.float_reason(node, recipe.hybrid_targets, inits)
         return Decision(False, reason=reason) if reason else Decision(True, HYBRID, reason=lstm.HYBRID_REASON)
+    if op in kernels.TABLE:
+        reason = hardsigmoid.float_reason(node, config.activations == Scheme.ASYMMETRIC)
+        if reason:
+            return Decision(False, reason=reason)
     allowed = (
         kernels.WEIGHTED | kernels.WEIGHT_ONLY_STATIC | kernels.ELEMENTWISE | kernels.DATA_MOVEMENT | kernels.CLIPPING_ACTIVATIONS
+        | kernels.TABLE
     )
     if op not in allowed:
         return Decision(False, reason=f"no int8 kernel in onnxruntime for {op}")
@@ -332,6 +338,8 @@ def _role_of(node: onnx.NodeProto) -> str:
         return ABSORBED
     if node.op_type in kernels.DATA_MOVEMENT:
         return MOVEMENT
+    if node.op_type in kernels.TABLE:
+        return TABLE
     return ELEMENTWISE
 
 

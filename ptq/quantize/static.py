@@ -24,9 +24,9 @@ from ptq import qmath
 from ptq.config import Config, Scheme
 from ptq.errors import UnsupportedModelError
 from ptq.graph import consumers, initializers, producers, to_array
-from ptq.quantize import kernels, lstm
+from ptq.quantize import hardsigmoid, kernels, lstm
 from ptq.quantize.dynamic import hybrid_matmul, int8_gather
-from ptq.quantize.plan import ABSORBED, HYBRID, MOVEMENT, WEIGHT_ONLY, WEIGHTED, Plan
+from ptq.quantize.plan import ABSORBED, HYBRID, MOVEMENT, TABLE, WEIGHT_ONLY, WEIGHTED, Plan
 from ptq.quantize.rewrite import GraphBuilder, finish
 from ptq.quantize.weights import WeightMemo, WeightStore, require_finite
 
@@ -67,10 +67,12 @@ def range_sources(model: onnx.ModelProto, plan: Plan) -> dict[str, str]:
 
 
 def fixed_range(model_producers: dict, plan: Plan, tensor: str) -> tuple[float, float] | None:
-    """The range an int8 op fixes for its output (Softmax: [0, 1]), else None."""
+    """The range an int8 op fixes for its output (Softmax, a HardSigmoid table: [0, 1]), else None."""
     producer = model_producers.get(tensor)
     if producer is not None and plan.role(producer.name) is not None and producer.op_type == "Softmax":
         return kernels.FIXED_OUTPUT_RANGE[producer.op_type]
+    if producer is not None and plan.role(producer.name) == TABLE:
+        return (0.0, 1.0)  # the exact scale comes from the table (``_table_qparams``)
     return None
 
 
@@ -90,10 +92,17 @@ def activation_qparams(
     symmetric = config.activations == Scheme.SYMMETRIC
     produced_by = producers(model.graph)
     by_source: dict[str, QParams] = {}
-    result: dict[str, QParams] = {}
-    for tensor, source in range_sources(model, plan).items():
+    sources = range_sources(model, plan)
+
+    def params(source: str, depth: int = 0) -> QParams:
         if source not in by_source:
             fixed = fixed_range(produced_by, plan, source)
+            producer = produced_by.get(source)
+            if fixed is not None and plan.role(producer.name) == TABLE and depth < 10_000:
+                # a HardSigmoid table's output scale follows from its input's
+                x = producer.input[0]
+                by_source[source] = _table_qparams(producer, params(sources.get(x, x), depth + 1), dtype)
+                return by_source[source]
             if fixed is not None:
                 lo, hi = fixed
             elif source in ranges:
@@ -101,8 +110,22 @@ def activation_qparams(
             else:
                 raise UnsupportedModelError(f"no calibrated range for tensor {source!r}")
             by_source[source] = QParams(*qmath.scale_zero_point(lo, hi, dtype, symmetric=symmetric))
-        result[tensor] = by_source[source]
+        return by_source[source]
+
+    result = {tensor: params(source) for tensor, source in sources.items()}
     return result
+
+
+def _table_qparams(node: onnx.NodeProto, x: QParams, dtype) -> QParams:
+    """The gate's parameters: the table's nudged scale, or 1/255 if no exact table was found
+    (the node then runs DQ -> HardSigmoid -> Q, which onnxruntime leaves float)."""
+    table = table_of(node, x)
+    scale = table.gate_scale if table is not None else 1.0 / 255.0
+    return QParams(np.array(scale, np.float32), np.array(0, dtype))
+
+
+def table_of(node: onnx.NodeProto, x: QParams) -> hardsigmoid.TableParams | None:
+    return hardsigmoid.table_params(float(x.scale), int(x.zero_point), *hardsigmoid.alpha_beta(node))
 
 
 def quantize_static(
@@ -159,6 +182,13 @@ def quantize_static(
 
     for node in graph.node:
         role = plan.role(node.name)
+        if role == TABLE and table_of(node, qparams[node.input[0]]) is not None:
+            _emit_table(node, table_of(node, qparams[node.input[0]]), builder, nodes, params_of, quantized_name, act_dtype)
+            gate = node.output[0]
+            if gate in graph_outputs or any(not _reads_quantized(r, gate, plan) for r in read_by.get(gate, [])):
+                scale, zero_point = params_of(gate)
+                nodes.append(builder.dequantize_node(quantized_name[gate], scale, zero_point, gate))
+            continue
         new_node = onnx.NodeProto()
         new_node.CopyFrom(node)
         if role == HYBRID and node.op_type in kernels.HYBRID_RECURRENT:
@@ -202,6 +232,24 @@ def quantize_static(
             else:
                 emit_quantize(tensor, tensor)
     return finish(model, nodes, builder)
+
+
+def _emit_table(node, table: hardsigmoid.TableParams, builder, nodes, params_of, quantized_name, act_dtype) -> None:
+    """HardSigmoid as ``DQ(x_q; s_x, z') -> LeakyRelu(1) -> Q(s_y, z_y)`` (QLinearLeakyRelu once
+    fused); its readers dequantize the gate with ``(s_o, 0)`` (``ptq.quantize.hardsigmoid``)."""
+    x, gate = node.input[0], node.output[0]
+    x_scale, _ = params_of(x)
+    zero_point = builder.constant(f"{x}/table_zero_point", np.array(table.input_zero_point, act_dtype))
+    table_scale = builder.constant(f"{gate}/table_scale", np.array(table.table_scale, np.float32))
+    table_zero_point = builder.constant(f"{gate}/table_zero_point", np.array(table.table_zero_point, act_dtype))
+    float_out, q_out = builder.unique(f"{gate}/float"), builder.unique(f"{gate}/quantized")
+    nodes.extend(
+        hardsigmoid.table_nodes(
+            quantized_name[x], x_scale, zero_point, table_scale, table_zero_point, float_out, q_out, node.name,
+            builder.unique(f"{gate}/table_input"),
+        )
+    )  # fmt: skip
+    quantized_name[gate] = q_out
 
 
 def _reads_quantized(reader: onnx.NodeProto, tensor: str, plan: Plan) -> bool:
