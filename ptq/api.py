@@ -89,6 +89,9 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     saved = read_ranges(config.load_ranges) if config.load_ranges is not None else None
     recipe = starting_recipe(config, saved)
     recipe = passes.apply(model, config, recipe, progress)
+    # The op list follows source nodes into the graph the float cleanup left (what it removed: cleaned).
+    cleaned = passes.removed(recipe)
+    prepared_nodes = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
     notes += [note for rewrite in recipe.rewrites for note in rewrite.notes]
     if config.static:
         quantized = quantize_with_ranges(model, config, recipe, saved, progress)
@@ -96,7 +99,9 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         quantized = quantize_weights_only(model, config, recipe, progress)
     notes += quantized.notes
 
-    written = write_outputs(quantized.model, quantized.decisions, loaded.source_nodes, prepared_nodes, outputs, config, progress)
+    written = write_outputs(
+        quantized.model, quantized.decisions, loaded.source_nodes, prepared_nodes, outputs, config, progress, cleaned
+    )
     method = quantized.recipe.calibration_method
     return ConvertResult(
         source=source,
@@ -269,12 +274,13 @@ def write_outputs(
     outputs: OutputPaths,
     config: Config,
     progress: Progress,
+    cleaned: dict[str, str] | None = None,
 ) -> Written:
     """Serialize, read back what onnxruntime runs (the op list), write .onnx, .ort and
     .ops.json atomically together."""
     model_bytes = serialize(quantized, __version__, data_location=data_path(outputs.onnx).name)
     progress("analyze", 0, 0)
-    oplist = build_oplist(source_nodes, prepared_nodes, decisions, optimized_graph(model_bytes))
+    oplist = build_oplist(source_nodes, prepared_nodes, decisions, optimized_graph(model_bytes), cleaned)
     progress("write", 0, 0)
     notes = []
     write_ort_file = config.write_ort

@@ -34,6 +34,8 @@ from ptq.rewrites import Declined, RewriteResult
 
 NAME = "fuse_hardswish"
 OPTION = None  # always on: exact in float, and onnxruntime runs the result faster
+# What the op list says of the nodes the pass removed (its ``applied`` sites).
+DESCRIPTION = "rewritten by ptq with its HardSwish/HardSigmoid chain into HardSigmoid (and Mul), which onnxruntime fuses"
 ALPHA = 1.0 / 6.0
 BETA = 0.5
 # Constants written as 3, 6 and 1/6 by exporters; 1/6 in float32 may be rounded either way.
@@ -127,7 +129,8 @@ def apply(model: onnx.ModelProto) -> RewriteResult:
     notes = (
         f"rewrote {swish} HardSwish and {len(sites) - swish} HardSigmoid pattern(s) of elementwise ops into HardSigmoid",
     ) if sites else ()
-    return RewriteResult(NAME, tuple(s.nodes[0].name for s in sites), tuple(declined), notes=notes)
+    # applied: every node of each rewritten chain (all are gone; the op list names them)
+    return RewriteResult(NAME, tuple(n.name for s in sites for n in s.nodes), tuple(declined), notes=notes)
 
 
 def _match(clip: onnx.NodeProto, inits, made_by, read_by, pinned) -> tuple[_Site | None, str | None]:

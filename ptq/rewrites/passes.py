@@ -49,6 +49,13 @@ def describe(passes: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]) -> s
     return " ".join(" ".join([options.get(name, name)] + [f"{v:g}" for _, v in settings]) for name, settings in passes)
 
 
+def removed(recipe: Recipe) -> dict[str, str]:
+    """Nodes the cleanup passes removed (their ``applied`` sites) -> what the pass did, for the
+    op list."""
+    described = {p.NAME: p.DESCRIPTION for p in PASSES if getattr(p, "DESCRIPTION", None)}
+    return {site: described[r.name] for r in recipe.rewrites if r.name in described for site in r.applied}
+
+
 def apply(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: Progress) -> Recipe:
     """Run the passes ``config`` switches on, in order, in place; the recipe with their results."""
     for rewrite in PASSES:

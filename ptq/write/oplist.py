@@ -265,19 +265,26 @@ def build_oplist(
     prepared: list[SourceNode],
     decisions: dict[str, Decision],
     optimized: onnx.ModelProto,
+    rewritten: dict[str, str] | None = None,
 ) -> OpList:
-    """One entry per source node: what runs it, and why it is float when it is."""
+    """One entry per source node: what runs it, and why it is float when it is.
+
+    ``rewritten``: prepared nodes a ptq float rewrite removed -> what it did with them."""
+    rewritten = rewritten or {}
     executed = executed_kernels(optimized)
     owners = _owners(source_nodes, prepared)
     prepared_ops = {n.name: n.op_type for n in prepared}
     entries: list[OpEntry] = []
     for node in source_nodes:
         owner = owners.get(node.name)
+        why = rewritten.get(node.name)
         if owner is None:
-            entries.append(OpEntry(node.name, node.op_type, FOLDED, _vanished_reason(node)))
+            entries.append(OpEntry(node.name, node.op_type, FOLDED, why or _vanished_reason(node)))
             continue
         kernel, reason, runs_as = _entry(owner, prepared_ops[owner], decisions.get(owner), executed.get(owner))
-        if owner != node.name:
+        if owner != node.name and why:
+            reason = f"{why}, now {prepared_ops[owner]} {owner!r}; that node: {reason}"
+        elif owner != node.name:
             reason = f"fused into {prepared_ops[owner]} {owner!r} by onnxruntime; that node: {reason}"
         entries.append(OpEntry(node.name, node.op_type, kernel, reason, runs_as))
     return OpList(entries)

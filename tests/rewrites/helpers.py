@@ -32,11 +32,12 @@ def optimized_ops(model: onnx.ModelProto, tmp_path) -> list[tuple[str, str, str]
 
 
 def model_of(nodes, inputs, outputs, initializers, opset: int = 13) -> onnx.ModelProto:
+    """A float model; ``outputs``: names, or (name, shape) where a checked model is needed."""
     graph = helper.make_graph(
         nodes,
         "tiny",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+        [helper.make_tensor_value_info(*((o, TensorProto.FLOAT, None) if isinstance(o, str) else (o[0], TensorProto.FLOAT, o[1]))) for o in outputs],
         [numpy_helper.from_array(np.asarray(v, dtype=np.float32), k) for k, v in initializers.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

@@ -31,7 +31,7 @@ def chain(variant: str, opset: int = 13):
     }[variant]
     inits = {"w": WEIGHT, "b": BIAS, "three": np.float32(3), "zero": np.float32(0), "six": np.float32(6), "sixth": np.float32(1 / 6), "w2": NEXT}
     last = helper.make_node("Conv", ["y", "w2"], ["z"], name="next")
-    return model_of([conv, add, clip, *nodes, last], [("x", [1, 4, 8, 8])], ["z"], inits, opset=opset)
+    return model_of([conv, add, clip, *nodes, last], [("x", [1, 4, 8, 8])], [("z", [1, 8, 8, 8])], inits, opset=opset)
 
 
 def feeds():
@@ -111,3 +111,21 @@ def test_real_ppocr_cls(tmp_path):
     assert not {"Clip", "Div"} & {n.op_type for n in rewritten.graph.node}
     for feed in zoo.inputs("ppocr-cls", "eval", 4):
         assert_close(run(prepared, feed), run(rewritten, feed), rel=1e-5)
+
+
+def test_the_op_list_says_ptq_rewrote_the_chain(tmp_path):
+    import ptq
+    from tests import tiny
+
+    model = tiny.save(chain("mul_then_div"), tmp_path / "chain.onnx")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(4):
+        np.savez(calib / f"sample_{i:03d}.npz", **feeds())
+    result = ptq.convert(model, ptq.Config(calibration_data=calib, output=tmp_path / "int8.onnx"))
+    entries = {e.name: e for e in result.oplist.nodes}
+    assert any("rewrote 1 HardSwish" in n for n in result.notes)
+    for name in ("add", "clip", "mul", "div"):
+        assert entries[name].reason.startswith(fuse_hardswish.DESCRIPTION), (name, entries[name].reason)
+    assert entries["div"].kernel == "int8" and "now Mul 'div/HardSwish'" in entries["div"].reason
+    assert entries["clip"].kernel == "folded"
