@@ -102,7 +102,7 @@ def test_before_a_padded_conv_the_scale_moves_in_and_one_add_stays(group):
     result, rewritten = check(model_of(nodes, [("x", [1, C, 9, 9])], ["z"], inits), folded=["mul"], left=["Relu", "Add", "Conv"])
     assert [d.site for d in result.declined] == ["add"] and "pads with zeros" in result.declined[0].reason
     add = rewritten.graph.node[1]
-    assert list(add.input)[0] == "r" and add.output[0] != "y"  # new values, new name
+    assert add.input[0] == "r" and add.output[0] != "y"  # new values, new name
 
 
 def test_a_shared_weight_is_copied():
