@@ -31,8 +31,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ptq.graph import attr, has_subgraph, initializers, outer_names_used, producers, to_array, unique_name
 from ptq.config import Config
+from ptq.graph import attr, has_subgraph, initializers, outer_names_used, producers, to_array, unique_name
 from ptq.progress import Progress
 from ptq.rewrites import Declined, RewriteResult
 
