@@ -147,6 +147,7 @@ class Recipe:
                     "declined": [[d.site, d.reason] for d in r.declined],
                     "rescaled": list(r.rescaled),
                     "keep_float": list(r.keep_float),
+                    **({"notes": list(r.notes)} if r.notes else {}),  # the recipe round-trips whole
                 }
                 for r in self.rewrites
             ],
@@ -205,5 +206,6 @@ def _rewrite(item) -> RewriteResult:
         declined=tuple(Declined(str(s), str(r)) for s, r in item.get("declined", [])),
         rescaled=_strings(item.get("rescaled", []), "rescaled"),
         keep_float=_strings(item.get("keep_float", []), "keep_float"),
+        notes=_strings(item.get("notes", []), "notes"),
         settings=tuple(sorted((str(k), float(v)) for k, v in settings.items())),
     )

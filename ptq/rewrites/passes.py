@@ -57,8 +57,11 @@ def removed(recipe: Recipe) -> dict[str, str]:
 
 
 def apply(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: Progress) -> Recipe:
-    """Run the passes ``config`` switches on, in order, in place; the recipe with their results."""
+    """Run the passes ``config`` switches on, in order, in place; the recipe with their results
+    (an always-on pass only when it changed the model)."""
     for rewrite in PASSES:
         if rewrite.enabled(config):
-            recipe = recipe.rewritten(rewrite.run(model, config, progress))
+            result = rewrite.run(model, config, progress)
+            if rewrite.OPTION or result.changed:
+                recipe = recipe.rewritten(result)
     return recipe
