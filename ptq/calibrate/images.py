@@ -7,15 +7,12 @@ job, not ours. Resizing is bilinear, as most training pipelines do.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ptq.calibrate.data import InputSpec
 from ptq.config import ImageFormat
 from ptq.errors import CalibrationDataError
-
-if TYPE_CHECKING:
-    from ptq.calibrate.data import InputSpec
 
 # A decompression bomb (a tiny PNG declaring gigapixels) is refused before decoding.
 MAX_PIXELS = 64_000_000

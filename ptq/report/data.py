@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ptq.calibrate.data import InputSpec, Samples, input_specs
+from ptq.calibrate.data import InputSpec, input_specs
+from ptq.calibrate.samples import Samples
 from ptq.config import ImageFormat
 from ptq.errors import CalibrationDataError, UnsupportedModelError
 
