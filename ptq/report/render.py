@@ -6,7 +6,10 @@ Pure formatting: a ``Report`` in, a string out.
 from __future__ import annotations
 
 import math
+import re
+import textwrap
 
+from ptq import __version__
 from ptq.report.build import Report
 
 KIB = 1024
@@ -79,14 +82,16 @@ def fidelity_line(report: Report) -> str:
     )
 
 
+def oplist_nodes_text(k: dict) -> str:
+    ran = k.get("int8", 0) + k.get("hybrid", 0) + k.get("float", 0)
+    folded = f" ({k['folded']} folded away before quantization)" if k.get("folded") else ""
+    return f"{k.get('int8', 0)} int8, {k.get('hybrid', 0)} hybrid, {k.get('float', 0)} float of {ran} that run{folded}"
+
+
 def nodes_line(report: Report) -> str | None:
     k = report.kernels
     if isinstance(k, dict):
-        ran = k.get("int8", 0) + k.get("hybrid", 0) + k.get("float", 0)
-        folded = f" ({k['folded']} folded away before quantization)" if k.get("folded") else ""
-        return (
-            f"{k.get('int8', 0)} int8, {k.get('hybrid', 0)} hybrid, {k.get('float', 0)} float of {ran} that run{folded}"
-        )
+        return oplist_nodes_text(k)
     executed = [m.executed for m in report.models]
     if any(e is not None for e in executed):
         parts = []
@@ -180,6 +185,66 @@ def layer_table(report: Report, rows: int = LAYER_ROWS) -> str:
     if layers.note:
         lines.append(f"    note: {layers.note}")
     return "\n".join(lines)
+
+
+def written_files(result) -> list:
+    """The files a conversion wrote, in the order the summary names them."""
+    outputs = result.outputs
+    return [outputs.onnx] + ([outputs.ort] if result.ort_size_bytes is not None else []) + [outputs.ops]
+
+
+def conversion_summary(result, verbose: bool = False, measured: Report | None = None) -> str:
+    """Terminal summary of a conversion (a ``ptq.ConvertResult``): files, sizes, kernels, float
+    fallbacks; with ``measured`` (``ptq.measure``'s report) the size/latency/fidelity table."""
+    mode = "static int8" if result.mode == "static" else "dynamic int8 (hybrid, no calibration data)"
+    lines = [f"ptq {__version__}: {result.source} -> {result.outputs.onnx}  [{mode}]"]
+    lines += [f"  note: {n}" for n in result.notes]
+    if result.mode == "static":
+        lines.append(f"  calibrated on {result.calibration_samples} samples ({result.calibration_method})")
+    if measured is None:
+        lines.append(
+            f"  size   float {fmt_bytes(result.float_size_bytes)} -> int8 {fmt_bytes(result.int8_size_bytes)}"
+            f"  ({result.size_ratio:.2f}x)"
+            + (f";  .ort {fmt_bytes(result.ort_size_bytes)}" if result.ort_size_bytes is not None else "")
+        )
+        lines.append(f"  nodes  {oplist_nodes_text(result.oplist.summary())}")
+    else:
+        lines.append(text_table(measured))
+    fallbacks = result.oplist.float_fallbacks()
+    if fallbacks:
+        lines.append("  float fallbacks:")
+        if verbose:
+            lines += [f"    {e.name} ({e.op_type}): {e.reason}" for e in fallbacks]
+        else:
+            for group in result.oplist.grouped_fallbacks():  # by op type and reason template
+                lines.append(f"    {group.count:>4} x {group.describe()}")
+    lines.append("  wrote  " + ", ".join(str(p) for p in written_files(result)))
+    lines.append(f"  took   {result.seconds:.1f} s")
+    return "\n".join(lines)
+
+
+# The hanging indent of a wrapped line: its leading spaces, then a label ("note", "fidelity",
+# "12 x") and the run of spaces after it, when there is one.
+_LABEL = re.compile(r"^(\s*)(?:(?:\S+ )?\S+?:? {2,}|\d+ x |note: |- )?")
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` with every line longer than ``width`` wrapped at spaces, continuation lines indented
+    under the text after the line's label; a word longer than the line (a path) is kept whole."""
+    width = max(width, 40)
+    out = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            out.append(line)
+            continue
+        hang = len(_LABEL.match(line).group(0))
+        if hang > width // 2 or hang == 0:
+            hang = len(line) - len(line.lstrip()) + 4
+        out.extend(
+            textwrap.wrap(line, width, subsequent_indent=" " * hang, break_long_words=False, break_on_hyphens=False,
+                          drop_whitespace=True) or [line]
+        )  # fmt: skip
+    return "\n".join(out)
 
 
 def bench_table(report: Report) -> str:
