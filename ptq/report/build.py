@@ -307,10 +307,14 @@ def _check_same_inputs(paths: Sequence[Path]) -> None:
 
 
 def _measure_pair(
-    report: Report, paths: tuple[Path, Path], progress: Progress | None, rescaled: tuple[str, ...] = ()
+    report: Report, paths: tuple[Path, Path], progress: Progress | None, rescaled: tuple[str, ...] = (),
+    node_kernels: dict[str, str] | None = None,
 ) -> Report:
     try:
-        return _measure_pair_unchecked(report, paths, progress, rescaled)
+        report = _measure_pair_unchecked(report, paths, progress, rescaled)
+        if report.layers is not None and node_kernels:
+            report.layers = _with_kernels(report.layers, node_kernels)
+        return report
     except CalibrationDataError as exc:
         if report.data is not None and report.data.source == data_mod.SYNTHESIZED:
             raise CalibrationDataError(
@@ -346,6 +350,29 @@ def _measure_pair_unchecked(
     return report
 
 
+def _with_kernels(layers: Layers, node_kernels: dict[str, str]) -> Layers:
+    """Each tensor labelled with the kernel that runs the node producing it: the op list's (one
+    source of truth with the .ops.json and the counts), not whether an int8 tensor was readable."""
+    import dataclasses
+
+    tensors = [dataclasses.replace(t, kernel=node_kernels.get(t.node)) if t.node else t for t in layers.tensors]
+    return dataclasses.replace(layers, tensors=tensors)
+
+
+def _oplist_kernels(candidate: Path) -> dict[str, str] | None:
+    """Node -> kernel from the .ops.json ptq wrote beside ``candidate``, if it did."""
+    import json
+
+    from ptq.config import OutputPaths
+
+    ops = OutputPaths.for_output(candidate).ops
+    try:
+        nodes = json.loads(ops.read_text())["nodes"]
+        return {n["name"]: n["kernel"] for n in nodes}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 BUSY_CORES = 0.25
 
 
@@ -359,8 +386,13 @@ def report_conversion(
     result, data: EvalData | None, options: MeasureOptions, progress: Progress | None = None
 ) -> Report:
     """Measure a ``ptq.convert`` result: its float source against its int8 output."""
+    import dataclasses
+
     source, output = Path(result.source), Path(result.outputs.onnx)
     models = [inspect_model(source, run_onnxruntime=False), inspect_model(output, run_onnxruntime=False)]
+    if result.oplist.executed is not None:  # what ptq inspect/compare count on the written model
+        models[1] = dataclasses.replace(models[1], executed=result.oplist.executed,
+                                        executed_note="compute nodes after onnxruntime's optimizations")  # fmt: skip
     by_op: dict[str, Counter] = defaultdict(Counter)
     for entry in result.oplist.nodes:
         by_op[entry.op_type][entry.kernel] += 1
@@ -389,7 +421,8 @@ def report_conversion(
             "notes": list(result.notes),
         },
     )
-    return _measure_pair(report, (source, output), progress, tuple(getattr(result, "rescaled", ())))
+    node_kernels = {entry.name: entry.kernel for entry in result.oplist.nodes}
+    return _measure_pair(report, (source, output), progress, tuple(getattr(result, "rescaled", ())), node_kernels)
 
 
 def report_comparison(a: Path, b: Path, data_dir: DataSource | None, options: MeasureOptions,
@@ -415,7 +448,7 @@ def report_comparison(a: Path, b: Path, data_dir: DataSource | None, options: Me
     )
     if reason is not None:
         return _unmeasured(report, reason)
-    return _measure_pair(report, (a, b), progress)
+    return _measure_pair(report, (a, b), progress, node_kernels=_oplist_kernels(b) or models[1].node_kernels)
 
 
 def report_bench(paths: Sequence[Path], data_dir: DataSource | None, options: MeasureOptions,

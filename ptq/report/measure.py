@@ -487,6 +487,7 @@ class LayerError:
     sqnr_db: float
     max_abs_error: float
     int8: bool = False  # read as the candidate's int8 QuantizeLinear output
+    kernel: str | None = None  # int8/hybrid/float/folded: what runs the node (op list), None: unknown
 
     def to_json(self) -> dict:
         return {
@@ -494,6 +495,7 @@ class LayerError:
             "node": self.node,
             "op_type": self.op_type,
             "int8": self.int8,
+            "kernel": self.kernel,
             "cosine": self.cosine,
             "sqnr_db": self.sqnr_db,
             "max_abs_error": self.max_abs_error,

@@ -82,16 +82,28 @@ def fidelity_line(report: Report) -> str:
     )
 
 
-def oplist_nodes_text(k: dict) -> str:
+def executed_text(e: dict) -> str:
+    return f"{e['int8']} int8, {e['hybrid']} hybrid, {e['float']} float"
+
+
+def oplist_nodes_text(k: dict, executed: dict | None) -> str:
+    """What runs int8 after a conversion: the compute nodes onnxruntime runs (the figure ptq inspect
+    and ptq compare give for the written model), then how the source model's nodes map onto them."""
     ran = k.get("int8", 0) + k.get("hybrid", 0) + k.get("float", 0)
-    folded = f" ({k['folded']} folded away before quantization)" if k.get("folded") else ""
-    return f"{k.get('int8', 0)} int8, {k.get('hybrid', 0)} hybrid, {k.get('float', 0)} float of {ran} that run{folded}"
+    folded = f", {k['folded']} folded away before quantization" if k.get("folded") else ""
+    source = (
+        f"{ran + k.get('folded', 0)} source nodes: {k.get('int8', 0)} run in int8 kernels, {k.get('hybrid', 0)} hybrid,"
+        f" {k.get('float', 0)} float{folded}"
+    )
+    if executed is None:
+        return source
+    return f"{executed_text(executed)} (compute nodes onnxruntime runs); {source}"
 
 
 def nodes_line(report: Report) -> str | None:
     k = report.kernels
     if isinstance(k, dict):
-        return oplist_nodes_text(k)
+        return oplist_nodes_text(k, report.models[1].executed)
     executed = [m.executed for m in report.models]
     if any(e is not None for e in executed):
         parts = []
@@ -99,7 +111,7 @@ def nodes_line(report: Report) -> str | None:
             if counts is None:
                 parts.append(f"{label}: unknown")
             else:
-                parts.append(f"{label}: {counts['int8']} int8, {counts['hybrid']} hybrid, {counts['float']} float")
+                parts.append(f"{label}: {executed_text(counts)}")
         return ";  ".join(parts) + "  (compute nodes onnxruntime runs)"
     return None
 
@@ -177,7 +189,7 @@ def layer_table(report: Report, rows: int = LAYER_ROWS) -> str:
     lines.append(f"    {'SQNR':>8}  {'cosine':>8}  {'max abs':>9}  {'kernel':<6}  {'op type':<18}  tensor")
     for t in worst[:rows]:
         lines.append(
-            f"    {fmt_db(t.sqnr_db):>8}  {t.cosine:>8.5f}  {fmt_err(t.max_abs_error):>9}  {'int8' if t.int8 else 'float':<6}"
+            f"    {fmt_db(t.sqnr_db):>8}  {t.cosine:>8.5f}  {fmt_err(t.max_abs_error):>9}  {kernel_label(t):<6}"
             f"  {t.op_type:<18}  {t.tensor}"
         )
     if len(worst) > rows:
@@ -207,7 +219,7 @@ def conversion_summary(result, verbose: bool = False, measured: Report | None = 
             f"  ({result.size_ratio:.2f}x)"
             + (f";  .ort {fmt_bytes(result.ort_size_bytes)}" if result.ort_size_bytes is not None else "")
         )
-        lines.append(f"  nodes  {oplist_nodes_text(result.oplist.summary())}")
+        lines.append(f"  nodes  {oplist_nodes_text(result.oplist.summary(), result.oplist.executed)}")
     else:
         lines.append(text_table(measured))
     fallbacks = result.oplist.float_fallbacks()
@@ -245,6 +257,16 @@ def fit(text: str, width: int) -> str:
                           drop_whitespace=True) or [line]
         )  # fmt: skip
     return "\n".join(out)
+
+
+def kernel_label(t) -> str:
+    """The per-layer table's kernel column: the op list's kernel for the producing node, else
+    whether the candidate's int8 tensor was read ("input" for a graph input)."""
+    if t.kernel:
+        return t.kernel
+    if not t.node:
+        return "input"
+    return "int8" if t.int8 else "float"
 
 
 def bench_table(report: Report) -> str:
@@ -334,7 +356,7 @@ def markdown(report: Report) -> str:
         out += [f"<details><summary>Per-layer error vs {a}, worst {min(LAYER_ROWS, len(worst))} of {len(worst)}</summary>", "",
                 "| tensor | op type | kernel | SQNR | cosine | max abs error |", "|---|---|---|---:|---:|---:|"]  # fmt: skip
         for t in worst[:LAYER_ROWS]:
-            out.append(f"| `{_md_escape(t.tensor)}` | {t.op_type} | {'int8' if t.int8 else 'float'} | {fmt_db(t.sqnr_db)}"
+            out.append(f"| `{_md_escape(t.tensor)}` | {t.op_type} | {kernel_label(t)} | {fmt_db(t.sqnr_db)}"
                        f" | {t.cosine:.5f} | {fmt_err(t.max_abs_error)} |")  # fmt: skip
         out += ["", "</details>", ""]
     out += [_md_env(env, cpu, flags)]
