@@ -111,7 +111,7 @@ def test_help_is_grouped_leads_with_examples_and_shows_every_summary_whole():
     commands = out[out.index("Commands:"):out.index("Exit codes:")]
     assert "..." not in commands
     for name in ("convert", "compare", "inspect", "bench"):
-        assert re.search(rf"^  {name} +\S.*\.$", commands, re.M), commands
+        assert re.search(rf"^  {name} +\S.*\.$", commands, re.MULTILINE), commands
 
 
 def test_the_summary_fits_the_terminal(tmp_path, monkeypatch):

@@ -15,14 +15,14 @@ MODEL = Path.home() / ".cache/ptq/models/ppocr-det.onnx"
 def _python_example() -> str:
     text = (REPO / "README.md").read_text()
     section = text[text.index("Python API — the CLI is a thin layer over it"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
 @pytest.mark.models  # ~30 s on 2 busy cores: make test-models
 @pytest.mark.skipif(not MODEL.exists(), reason="make fetch-small puts ppocr-det in ~/.cache/ptq")
 def test_the_python_example_calibrates_on_a_function_and_measures_held_out_samples(tmp_path):
     (tmp_path / "calibration_data").symlink_to(REPO / "calibration_data")
-    run = subprocess.run([sys.executable, "-c", _python_example()], cwd=tmp_path, capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-c", _python_example()], cwd=tmp_path, capture_output=True, text=True, check=False,
                          timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stderr
     first, second = run.stdout.splitlines()

@@ -15,7 +15,7 @@ import onnx
 from onnx import helper
 
 from ptq.quantize import kernels
-from ptq.write.oplist import FLOAT, HYBRID, HYBRID_KERNELS, INT8, INT8_KERNELS
+from ptq.write.oplist import HYBRID_KERNELS, INT8_KERNELS
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 QUANTIZED_OPS = QDQ_OPS | INT8_KERNELS | HYBRID_KERNELS | {"MatMulNBits"}
