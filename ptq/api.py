@@ -8,6 +8,7 @@ returns edited and ``ConvertResult`` hands back.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -63,8 +64,13 @@ class ConvertResult:
         return self.int8_size_bytes / self.float_size_bytes if self.float_size_bytes else float("nan")
 
 
-def convert(path: str | Path, config: Config | None = None, progress: Progress | None = None) -> ConvertResult:
+def convert(path: str | Path, config: Config | None = None, progress: Progress | None = None, *,
+            calibration_data=None) -> ConvertResult:  # fmt: skip
     """Quantize the float32 ONNX model at ``path`` to int8 and write the outputs.
+
+    ``calibration_data`` (shorthand for ``config.calibration_data``): a folder or file of samples,
+    or samples from Python: an iterable of ``{input name: array}`` dicts, a function returning one,
+    or an onnxruntime ``CalibrationDataReader`` with ``rewind()`` (``ptq.calibrate.samples``).
 
     Static (full int8) when ``config.calibration_data`` or ``config.load_ranges`` is set, dynamic
     (hybrid) otherwise. Writes ``outputs.onnx``, ``outputs.ort`` (unless ``config.write_ort`` is
@@ -74,6 +80,8 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         PtqError subclasses with a one-line message and an exit code.
     """
     config = config or Config()
+    if calibration_data is not None:
+        config = dataclasses.replace(config, calibration_data=calibration_data)
     started = time.perf_counter()
     source = Path(path)
     outputs = resolve_outputs(source, config)

@@ -7,6 +7,7 @@ typed fields from it. Validation happens here, once, in ``__post_init__``.
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,9 @@ class CalibrationMethod(str, enum.Enum):
     ENTROPY = "entropy"  # TensorRT-style KL-divergence threshold
     MSE = "mse"  # the clipping range with the least expected quantization error
     AUTO = "auto"  # whichever of percentile/minmax/mse gives outputs closest to float (ptq.tuning.method)
+
+
+DEFAULT_PERCENTILE = 99.99
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,11 @@ class Config:
 
     Attributes:
         output: path of the quantized ``.onnx``; default ``<stem>.int8.onnx`` beside the input.
-        calibration_data: folder of ``.npz``/``.npy`` samples; ``None`` selects dynamic
-            (weight-only + hybrid kernels) mode, as TFLite's dynamic-range quantization.
+        calibration_data: folder (or file) of ``.npz``/``.npy`` samples or images, or samples
+            from Python: an iterable of ``{input name: array}`` dicts, a function returning one,
+            or an onnxruntime ``CalibrationDataReader`` with ``rewind()``
+            (``ptq.calibrate.samples``); ``None`` selects dynamic (weight-only + hybrid kernels)
+            mode, as TFLite's dynamic-range quantization.
         weights: scheme of int8 weights.
         activations: scheme of activations; asymmetric means uint8 (onnxruntime's fast x86 path),
             symmetric means int8 with zero point 0.
@@ -120,7 +127,7 @@ class Config:
     """
 
     output: Path | None = None
-    calibration_data: Path | None = None
+    calibration_data: Path | object | None = None  # object: a ptq.calibrate.samples.DataSource
     weights: Scheme = Scheme.SYMMETRIC
     activations: Scheme = Scheme.ASYMMETRIC
     per_channel: bool = True
@@ -129,7 +136,7 @@ class Config:
     hybrid: tuple[str, ...] = ()
     calibration_method: CalibrationMethod = CalibrationMethod.AUTO
     calibration_samples: int | None = None
-    percentile: float = 99.99
+    percentile: float = DEFAULT_PERCENTILE
     smoothquant: float | None = None
     auto_hybrid: bool = True
     bias_correction: bool = False
@@ -152,7 +159,8 @@ class Config:
         if self.output is not None:
             object.__setattr__(self, "output", Path(self.output))
         for name in ("calibration_data", "save_ranges", "load_ranges"):
-            if getattr(self, name) is not None:
+            # calibration_data may also be samples from Python (ptq.calibrate.samples), kept as given.
+            if isinstance(getattr(self, name), (str, os.PathLike)):
                 object.__setattr__(self, name, Path(getattr(self, name)))
         if not 50.0 < self.percentile <= 100.0:
             raise UsageError(f"--percentile must be in (50, 100], got {self.percentile}")
@@ -164,6 +172,33 @@ class Config:
             raise UsageError("--smoothquant needs -c/--calibration-data: the smoothing scales come from the samples' channel maxima")
         if self.calibration_samples is not None and self.calibration_samples < 1:
             raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}")
+        self._refuse_sample_options_without_samples()
+
+    def _refuse_sample_options_without_samples(self) -> None:
+        """One rule for options that act on calibration samples: without -c they are refused
+        (exit 2), never silently ignored (as --smoothquant and --equalize-activations above)."""
+        if self.calibration_data is not None:
+            return
+        asked = [
+            option
+            for option, on in (
+                ("--bias-correction", self.bias_correction),
+                ("--auto-fallback", self.auto_fallback),
+                (f"--calibration-method {self.calibration_method.value}", self.calibration_method != CalibrationMethod.AUTO),
+                (f"--percentile {self.percentile:g}", self.percentile != DEFAULT_PERCENTILE),
+                ("--calibration-samples", self.calibration_samples is not None),
+                ("--save-ranges", self.save_ranges is not None),
+                # with --load-ranges, auto takes the weight ranges the file recorded
+                ("--weight-range auto", self.weight_range == WeightRange.AUTO and self.load_ranges is None),
+            )
+            if on
+        ]
+        if asked:
+            mode = "--load-ranges takes ranges from the file" if self.load_ranges is not None else "dynamic mode has none"
+            raise UsageError(
+                f"{', '.join(asked)} act{'s' if len(asked) == 1 else ''} on calibration samples and need -c/--calibration-data"
+                f" ({mode}): add -c DIR or drop {'it' if len(asked) == 1 else 'them'}"
+            )
 
     @property
     def mse_weights(self) -> bool:

@@ -14,18 +14,19 @@ EXIT_BAD_CALIBRATION = 5  # calibration files missing, unreadable or not matchin
 EXIT_GATE_FAILED = 6  # a report threshold (--min-cosine, ...) was not met; outputs were written
 EXIT_OUTPUT = 7  # the output could not be written (disk full, permission, -o equals the input)
 EXIT_INTERNAL = 70  # a bug in ptq (EX_SOFTWARE); the message asks for a report
-EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT, the shell's convention); nothing written
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT, the shell's convention)
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_USAGE: "usage error: unknown option or bad option value",
     EXIT_INVALID_MODEL: "the input is not a readable, valid ONNX model",
     EXIT_UNSUPPORTED_MODEL: "the model is valid but cannot be quantized (e.g. not float32, already quantized)",
-    EXIT_BAD_CALIBRATION: "calibration data is missing, unreadable or does not match the model inputs",
+    EXIT_BAD_CALIBRATION: "calibration or eval data is missing, unreadable or does not fit the model inputs",
     EXIT_GATE_FAILED: "a quality gate failed (outputs and report were still written)",
     EXIT_OUTPUT: "an output file could not be written, or would overwrite the input",
     EXIT_INTERNAL: "internal error in ptq (please report it)",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM); nothing partial was written",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGTERM): while converting, nothing is written; while measuring,"
+    " the outputs are complete and no report is written",
 }
 
 

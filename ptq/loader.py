@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from ptq.errors import InvalidModelError, OutputError, UnsupportedModelError
 from ptq.external_data import (  # noqa: F401  (read, load and size are part of the loader's API)
@@ -120,6 +120,7 @@ def load(path: Path) -> LoadedModel:
     load_external_data(model, path.parent)
     check(model, path)
     notes: list[str] = []
+    require_finite_weights(model, notes)
     source_opset = default_opset(model)
     model = name_nodes(model)
     original = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
@@ -247,6 +248,52 @@ def require_float32(model: onnx.ModelProto) -> None:
             f"not a float32 model: {dtype} tensor {name!r} ({len(other)} non-float32 float tensors);"
             " ptq converts float32 models (convert float16/float64 models to float32 first)"
         )
+
+
+# Ops whose constant inputs are weights ptq quantizes (or would, were they larger): kernels.WEIGHTED
+# and the recurrent ops (kept here, not imported: the loader comes before every stage).
+_WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "RNN"})
+
+
+def require_finite_weights(model: onnx.ModelProto, notes: list[str]) -> None:
+    """Refuse NaN/Inf in the weights and biases of Conv/MatMul/Gemm/recurrent nodes, whatever
+    their size (a layer too small to quantize too): the float model already computes NaN or Inf
+    through them, so every figure measured on it would be NaN. Other constants holding NaN are
+    named in a note; Inf there is often meant (an additive -inf attention mask, kept float)."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    weights: dict[str, onnx.NodeProto] = {}
+    for node in graph.node:
+        if node.op_type in _WEIGHT_OPS:
+            for name in node.input[1:]:
+                if name in inits:
+                    weights.setdefault(name, node)
+    nan_constants = []
+    for name, tensor in inits.items():
+        if tensor.data_type not in _FLOAT_TYPES:
+            continue
+        try:
+            values = numpy_helper.to_array(tensor)
+        except Exception:  # noqa: S112  data that does not match its dims: the stages that read it say so, as before
+            continue
+        finite = np.isfinite(values)
+        if finite.all():
+            continue
+        node = weights.get(name)
+        if node is not None:
+            nans = int(np.isnan(values).sum())
+            infs = int(values.size - finite.sum()) - nans
+            what = " and ".join(f"{n} {kind}" for n, kind in ((nans, "NaN"), (infs, "Inf")) if n)
+            raise UnsupportedModelError(
+                f"weight {name!r} contains {nans + infs} NaN/Inf values ({what}, read by {node.op_type}"
+                f" {node.name or node.output[0]!r}): the float model already computes non-finite outputs through it;"
+                " fix or retrain the model"
+            )
+        if np.isnan(values).any():
+            nan_constants.append(name)
+    if nan_constants:
+        shown = ", ".join(repr(n) for n in nan_constants[:3]) + (" ..." if len(nan_constants) > 3 else "")
+        notes.append(f"{len(nan_constants)} constant(s) hold NaN ({shown}): kept float; outputs they reach may be NaN")
 
 
 def require_not_quantized(model: onnx.ModelProto) -> None:

@@ -239,24 +239,45 @@ def test_convert_writes_only_what_was_asked():
     onnx.checker.check_model(str(run.file("det.int8.onnx")))
 
 
-def test_synthesized_inputs_that_cannot_run_say_so(tmp_path):
-    """A model whose free dims have to be real sizes: the conversion is written, measuring fails with a hint."""
+def _needs_side(tmp_path, side: int) -> str:
+    """A model whose free height and width must be ``side`` (a Reshape to a fixed size after them)."""
     from onnx import TensorProto, helper, numpy_helper
 
+    out = 8 * (side - 2) ** 2
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), helper.make_node("Reshape", ["c", "s"], ["y"])]
     graph = helper.make_graph(
         nodes, "fixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8 * 14 * 14])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out])],
         [numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w"),
-         numpy_helper.from_array(np.array([1, 8 * 14 * 14], np.int64), "s")],
+         numpy_helper.from_array(np.array([1, out], np.int64), "s")],
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    path = tiny.save(model, tmp_path / "fixed.onnx")
-    code, _, stderr = real.invoke("convert", path, "--no-ort")
-    assert code == errors.EXIT_BAD_CALIBRATION
-    assert "the outputs were written, but measuring them failed" in stderr and "--eval-data DIR" in stderr
-    assert files(tmp_path) == ["fixed.int8.onnx", "fixed.int8.ops.json", "fixed.onnx"]
+    return tiny.save(model, tmp_path / f"side{side}.onnx")
+
+
+def test_synthesized_inputs_take_a_size_the_model_runs(tmp_path):
+    """Issue 13.1: a model that cannot run the default 224x224 (as PP-OCR rec needs a height of 48)
+    is measured on the first free size it runs on; before, exit 5 after writing the outputs."""
+    code, stdout, stderr = real.invoke("convert", _needs_side(tmp_path, 48), "--no-ort", "--runs", "2", "--warmup", "0")
+    assert code == 0, stdout + stderr
+    assert "measured on 4 synthesized inputs" in stdout and "input x[1,3,48,48]" in stdout
+    assert "cosine " in stdout
+
+
+def test_synthesized_inputs_that_cannot_run_say_so_and_exit_0(tmp_path):
+    """Issue 13.1: a model no synthesized size fits: the outputs are written, the summary says why
+    there are no figures and how to get them, exit 0; a gate on a missing figure fails (exit 6)."""
+    path = _needs_side(tmp_path, 16)
+    code, stdout, stderr = real.invoke("convert", path, "--no-ort")
+    assert code == 0, stdout + stderr
+    assert "fidelity and latency not measured: onnxruntime cannot run side16.onnx on inputs synthesized" in stdout
+    assert "give real samples with --eval-data DIR" in stdout
+    assert "[E:onnxruntime" not in stderr  # onnxruntime's own log line stays off the terminal
+    assert files(tmp_path) == ["side16.int8.onnx", "side16.int8.ops.json", "side16.onnx"]
+    code, stdout, stderr = real.invoke("convert", path, "--no-ort", "--min-cosine", "0.9")
+    assert code == errors.EXIT_GATE_FAILED
+    assert "gate failed" in stderr and "not measured: onnxruntime cannot run" in stderr
 
 
 def test_one_file_of_many_samples_calibrates_and_measures(tmp_path):

@@ -1,4 +1,5 @@
-"""Read calibration samples from a folder, one at a time, checked against the model's inputs.
+"""Sample files: the ``.npz``/``.npy`` formats, read without pickles and checked against the model's
+inputs (``ptq.calibrate.samples`` reads folders and Python sources through this module).
 
 A file is a ``.npz`` whose keys are the model's input names, or a ``.npy`` for a model with a
 single input (or an image, see ``ptq.calibrate.images``). Files are read in name order with
@@ -26,10 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import struct
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +37,6 @@ import numpy.lib.format as npformat
 import onnx
 from onnx import helper
 
-from ptq.config import ImageFormat
 from ptq.errors import CalibrationDataError
 
 ARRAY_SUFFIXES = (".npz", ".npy")
@@ -91,39 +89,7 @@ def sample_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_sample(path: Path, specs: list[InputSpec], image_format: ImageFormat | None = None) -> dict[str, np.ndarray]:
-    """One sample as a feed dict, checked against ``specs``. Images are decoded per
-    ``image_format`` (default: the model's size, pixels scaled to [0, 1], RGB)."""
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        from ptq.calibrate.images import image_input
-
-        if len(specs) != 1:
-            names = ", ".join(s.name for s in specs)
-            raise CalibrationDataError(
-                f"{path.name}: an image can only feed a single-input model; this model has inputs {names}"
-            )
-        feed = {specs[0].name: image_input(path, specs[0], image_format or ImageFormat())}
-        return check_feed(path.name, feed, specs)
-    if path.suffix == ".npy" and len(specs) != 1:
-        names = ", ".join(s.name for s in specs)
-        raise CalibrationDataError(
-            f"{path.name}: a .npy file can only feed a single-input model; this model has inputs {names}:"
-            " use .npz files keyed by input name"
-        )
-    try:
-        if path.suffix == ".npy":
-            with open(path, "rb") as f:
-                feed = {specs[0].name: read_npy(f, os.fstat(f.fileno()).st_size, path.name)}
-        else:
-            feed = read_npz(path)
-    except CalibrationDataError:
-        raise
-    except Exception as exc:  # hostile bytes raise anything from zipfile, zlib, numpy's header parser, tokenize...
-        raise CalibrationDataError(f"{path.name}: not a readable numpy file ({_reason(exc)})") from None
-    return check_feed(path.name, feed, specs)
-
-
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:200]
 
@@ -282,11 +248,14 @@ class _Split:
 class SampleFile:
     """One file of a calibration folder and the number of samples it holds.
 
-    ``splits`` is None for a file that is one sample (read whole by ``read_sample``)."""
+    ``splits`` is None for a file that is one sample (read whole by ``read_sample``); ``batch`` is
+    the length of its arrays' axis 0 when that axis is the model's symbolic batch axis, fed whole
+    as one sample (a stacked file of N images for a batch-free model: one sample of N)."""
 
     path: Path
     count: int
     splits: tuple[_Split, ...] | None = None
+    batch: int = 1
 
 
 def _samples_in(spec: InputSpec, shape: tuple[int, ...]) -> tuple[int, bool, int]:
@@ -303,6 +272,14 @@ def _samples_in(spec: InputSpec, shape: tuple[int, ...]) -> tuple[int, bool, int
     return 1, False, 0
 
 
+def _free_batch(spec: InputSpec, shape: tuple[int, ...]) -> int:
+    """Axis 0 of an array fed whole to an input whose axis 0 is symbolic (1 otherwise)."""
+    if spec.dims is None or not spec.dims or len(shape) != len(spec.dims):
+        return 1
+    first = spec.dims[0]
+    return shape[0] if not (isinstance(first, int) and first > 0) and shape[0] > 1 else 1
+
+
 def scan_file(path: Path, specs: list[InputSpec]) -> SampleFile:
     """How many samples ``path`` holds, from its headers alone (no array data is read)."""
     suffix = path.suffix.lower()
@@ -313,7 +290,7 @@ def scan_file(path: Path, specs: list[InputSpec]) -> SampleFile:
     except CalibrationDataError:
         raise
     except Exception as exc:  # hostile bytes: as read_sample reports them
-        raise CalibrationDataError(f"{path.name}: not a readable numpy file ({_reason(exc)})") from None
+        raise CalibrationDataError(f"{path.name}: not a readable numpy file ({error_reason(exc)})") from None
     if suffix == ".npy":
         headers = {specs[0].name: headers[""]}
     by_name = {s.name: s for s in specs}
@@ -338,7 +315,7 @@ def scan_file(path: Path, specs: list[InputSpec]) -> SampleFile:
         )
     count = next(iter(counts.values()))
     if count == 1 and not any(s.stacked for s in splits):
-        return SampleFile(path, 1)
+        return SampleFile(path, 1, batch=max((_free_batch(by_name[s.input], s.header.shape) for s in splits), default=1))
     if count == 0:
         raise CalibrationDataError(f"{path.name}: holds no samples (axis 0 of its arrays has length 0)")
     for split in splits:
@@ -417,7 +394,7 @@ def _stored_data_start(f, info: zipfile.ZipInfo, file_size: int) -> int | None:
     return start if start + info.file_size <= file_size else None
 
 
-class _SampleReader:
+class MultiSampleReader:
     """Samples ``0, 1, ...`` of a multi-sample file, in order, one at a time."""
 
     def __init__(self, sample_file: SampleFile, stack: contextlib.ExitStack):
@@ -459,61 +436,3 @@ class _SampleReader:
                 data = _read_exactly(self.raw, split.sample_bytes, label)
             feed[split.input] = np.frombuffer(data, dtype=split.header.dtype).reshape(split.sample_shape)
         return feed
-
-
-class Samples:
-    """The samples of a calibration folder (or file), up to ``limit``, counted from file headers.
-
-    ``len()`` is the number of samples; iterating yields checked feed dicts one at a time."""
-
-    def __init__(self, folder: Path, specs: list[InputSpec], limit: int | None = None,
-                 image_format: ImageFormat | None = None):  # fmt: skip
-        self.specs = specs
-        self.image_format = image_format
-        self.files: list[SampleFile] = []
-        total = 0
-        for path in sample_files(folder):
-            if limit is not None and total >= limit:
-                break
-            scanned = scan_file(path, specs)
-            self.files.append(scanned)
-            total += scanned.count
-        self.count = total if limit is None else min(total, limit)
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        left = self.count
-        for sample_file in self.files:
-            if left <= 0:
-                return
-            if sample_file.splits is None:
-                yield read_sample(sample_file.path, self.specs, self.image_format)
-                left -= 1
-                continue
-            with contextlib.ExitStack() as stack:
-                try:
-                    reader = _SampleReader(sample_file, stack)
-                except CalibrationDataError:
-                    raise
-                except Exception as exc:
-                    raise CalibrationDataError(f"{sample_file.path.name}: not a readable numpy file ({_reason(exc)})") from None
-                n = min(sample_file.count, left)
-                for index in range(n):
-                    label = f"{sample_file.path.name} (sample {index + 1} of {sample_file.count})"
-                    try:
-                        feed = reader.read(index)
-                    except CalibrationDataError:
-                        raise
-                    except Exception as exc:
-                        raise CalibrationDataError(f"{label}: not readable ({_reason(exc)})") from None
-                    yield check_feed(label, feed, self.specs)
-                left -= n
-
-
-def iter_samples(
-    folder: Path, specs: list[InputSpec], limit: int | None = None, image_format: ImageFormat | None = None
-) -> Iterator[dict[str, np.ndarray]]:
-    """Feed dicts from ``folder``, one sample at a time (nothing is kept between samples)."""
-    yield from Samples(folder, specs, limit, image_format)

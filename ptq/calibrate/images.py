@@ -1,21 +1,18 @@
 """Image files as model inputs: decode (Pillow), resize, scale, normalize, lay out.
 
-Pillow is an optional dependency (``pip install 'ptq[images]'``): decoding PNG and JPEG is its
+Pillow is an optional dependency (the ``[images]`` extra of the ``ptq-onnx`` distribution): decoding PNG and JPEG is its
 job, not ours. Resizing is bilinear, as most training pipelines do.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ptq.calibrate.data import InputSpec
 from ptq.config import ImageFormat
 from ptq.errors import CalibrationDataError
-
-if TYPE_CHECKING:
-    from ptq.calibrate.data import InputSpec
 
 # A decompression bomb (a tiny PNG declaring gigapixels) is refused before decoding.
 MAX_PIXELS = 64_000_000
@@ -26,7 +23,7 @@ def image_input(path: Path, spec: InputSpec, fmt: ImageFormat) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:
-        raise CalibrationDataError(f"{path.name}: reading images needs Pillow: pip install 'ptq[images]'") from None
+        raise CalibrationDataError(f"{path.name}: reading images needs Pillow: pip install pillow (ptq's [images] extra)") from None
     if spec.dims is None or len(spec.dims) != 4 or spec.dtype.kind != "f":
         raise CalibrationDataError(
             f"{path.name}: an image can only feed a 4-D float input; {spec.name!r} is {spec.describe()}"

@@ -18,7 +18,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from ptq.calibrate import ranges as range_estimators
-from ptq.calibrate.data import InputSpec, Samples, input_specs
+from ptq.calibrate.data import InputSpec, input_specs
+from ptq.calibrate.samples import Samples
 from ptq.calibrate.observers import MONOTONE, HistogramObserver, MinMaxObserver, affine, image, union
 from ptq.config import CalibrationMethod, ImageFormat
 from ptq.errors import CalibrationDataError, UnsupportedModelError
@@ -143,7 +144,7 @@ def observe(
     """
     specs = input_specs(model)
     samples = Samples(data_dir, specs, limit, image_format)
-    total = len(samples)
+    total = samples.count or 0  # 0: a Python source without len(), counted as it is read
     same = same_values(model, tensors)
     derived = derived_values(model, tensors, same, nonlinear_images)
     parallel = len(os.sched_getaffinity(0)) > 1
@@ -189,7 +190,7 @@ def observe(
         try:
             return sess.run(None, feed)
         except Exception as exc:
-            raise CalibrationDataError(f"sample {used + 1} of {total}: onnxruntime failed on it: {ort_error_line(exc)}") from None
+            raise CalibrationDataError(f"sample {used + 1}{f' of {total}' if total else ''}: onnxruntime failed on it: {ort_error_line(exc)}") from None
 
     try:
         batcher = _Batcher(sess, specs, batch_budget)

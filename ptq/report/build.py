@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ptq.calibrate.samples import DataSource
 from ptq.config import ImageFormat
-from ptq.errors import CalibrationDataError, UsageError
+from ptq.errors import CalibrationDataError, UnsupportedModelError, UsageError
+from ptq.graph import ort_error_line
 from ptq.progress import Progress
 from ptq.report import data as data_mod
 from ptq.report import gates as gates_mod
@@ -27,6 +29,8 @@ from ptq.report.measure import (
     Layers,
     compare_outputs,
     layer_errors,
+    open_session,
+    quiet_run_options,
     time_models,
 )
 from ptq.write.oplist import group_fallbacks
@@ -231,22 +235,58 @@ def json_safe(value):
 def choose_data(
     model: Path,
     *,
-    eval_data: Path | None = None,
-    calibration_data: Path | None = None,
+    eval_data: DataSource | None = None,
+    calibration_data: DataSource | None = None,
     samples: int | None = None,
     option: str = "--eval-data",
     image_format: ImageFormat | None = None,
 ) -> EvalData:
     """The measured inputs: ``eval_data`` if given, else ``calibration_data`` (labelled as such),
-    else inputs synthesized from ``model``'s declared input shapes (labelled as such)."""
+    else inputs synthesized from ``model``'s declared input shapes (labelled as such): the first
+    free sizes (``data.FREE_SIZES``) onnxruntime runs the model on. Either data may be a folder or
+    samples from Python (``ptq.calibrate.samples``).
+
+    Raises:
+        CalibrationDataError: the data does not fit the model, or no synthesized inputs run it.
+    """
     onnx_model, specs = data_mod.model_specs(model)
     if eval_data is not None:
-        return data_mod.from_folder(eval_data, specs, data_mod.EVAL, samples, option=option, image_format=image_format)
+        return data_mod.from_source(eval_data, specs, data_mod.EVAL, samples, option=option, image_format=image_format)
     if calibration_data is not None:
-        return data_mod.from_folder(
+        return data_mod.from_source(
             calibration_data, specs, data_mod.CALIBRATION, samples, option="--calibration-data", image_format=image_format
         )
-    return data_mod.synthesize(onnx_model, specs, samples or data_mod.SYNTHESIZED_SAMPLES, option=option)
+    return runnable_synthesized(Path(model), onnx_model, specs, samples or data_mod.SYNTHESIZED_SAMPLES, option)
+
+
+def runnable_synthesized(path: Path, onnx_model, specs, n: int, option: str) -> EvalData:
+    """Synthesized inputs of the first ``data.FREE_SIZES`` the model at ``path`` runs on.
+
+    One float session tries the first input of each size in turn; a model no size fits (one that
+    needs a particular value, e.g. a sample rate, or sizes that agree in ways the shapes do not
+    declare) raises a ``CalibrationDataError`` that says how to get figures."""
+    first_error, tried = None, []
+    session = None
+    for image_side, sequence in data_mod.FREE_SIZES:
+        try:
+            data = data_mod.synthesize(onnx_model, specs, n, option=option, image_side=image_side, sequence=sequence)
+        except UnsupportedModelError as exc:
+            raise CalibrationDataError(f"cannot synthesize inputs for {path}: {exc}") from None
+        feed = data.first()
+        shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
+        if shapes in tried:
+            continue  # no free axis of this kind: the same inputs
+        tried.append(shapes)
+        session = session or open_session(path, 1, str(path))
+        try:
+            session.run(None, feed, quiet_run_options())
+            return data
+        except Exception as exc:
+            first_error = first_error or ort_error_line(exc)
+    raise CalibrationDataError(
+        f"onnxruntime cannot run {path.name} on inputs synthesized from its declared input shapes (tried"
+        f" {'; '.join(tried)}: {first_error}); give real samples with {option} DIR"
+    )
 
 
 def _check_same_inputs(paths: Sequence[Path]) -> None:
@@ -267,10 +307,14 @@ def _check_same_inputs(paths: Sequence[Path]) -> None:
 
 
 def _measure_pair(
-    report: Report, paths: tuple[Path, Path], progress: Progress | None, rescaled: tuple[str, ...] = ()
+    report: Report, paths: tuple[Path, Path], progress: Progress | None, rescaled: tuple[str, ...] = (),
+    node_kernels: dict[str, str] | None = None,
 ) -> Report:
     try:
-        return _measure_pair_unchecked(report, paths, progress, rescaled)
+        report = _measure_pair_unchecked(report, paths, progress, rescaled)
+        if report.layers is not None and node_kernels:
+            report.layers = _with_kernels(report.layers, node_kernels)
+        return report
     except CalibrationDataError as exc:
         if report.data is not None and report.data.source == data_mod.SYNTHESIZED:
             raise CalibrationDataError(
@@ -306,6 +350,29 @@ def _measure_pair_unchecked(
     return report
 
 
+def _with_kernels(layers: Layers, node_kernels: dict[str, str]) -> Layers:
+    """Each tensor labelled with the kernel that runs the node producing it: the op list's (one
+    source of truth with the .ops.json and the counts), not whether an int8 tensor was readable."""
+    import dataclasses
+
+    tensors = [dataclasses.replace(t, kernel=node_kernels.get(t.node)) if t.node else t for t in layers.tensors]
+    return dataclasses.replace(layers, tensors=tensors)
+
+
+def _oplist_kernels(candidate: Path) -> dict[str, str] | None:
+    """Node -> kernel from the .ops.json ptq wrote beside ``candidate``, if it did."""
+    import json
+
+    from ptq.config import OutputPaths
+
+    ops = OutputPaths.for_output(candidate).ops
+    try:
+        nodes = json.loads(ops.read_text())["nodes"]
+        return {n["name"]: n["kernel"] for n in nodes}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 BUSY_CORES = 0.25
 
 
@@ -319,8 +386,13 @@ def report_conversion(
     result, data: EvalData | None, options: MeasureOptions, progress: Progress | None = None
 ) -> Report:
     """Measure a ``ptq.convert`` result: its float source against its int8 output."""
+    import dataclasses
+
     source, output = Path(result.source), Path(result.outputs.onnx)
     models = [inspect_model(source, run_onnxruntime=False), inspect_model(output, run_onnxruntime=False)]
+    if result.oplist.executed is not None:  # what ptq inspect/compare count on the written model
+        models[1] = dataclasses.replace(models[1], executed=result.oplist.executed,
+                                        executed_note="compute nodes after onnxruntime's optimizations")  # fmt: skip
     by_op: dict[str, Counter] = defaultdict(Counter)
     for entry in result.oplist.nodes:
         by_op[entry.op_type][entry.kernel] += 1
@@ -349,16 +421,23 @@ def report_conversion(
             "notes": list(result.notes),
         },
     )
-    return _measure_pair(report, (source, output), progress, tuple(getattr(result, "rescaled", ())))
+    node_kernels = {entry.name: entry.kernel for entry in result.oplist.nodes}
+    return _measure_pair(report, (source, output), progress, tuple(getattr(result, "rescaled", ())), node_kernels)
 
 
-def report_comparison(a: Path, b: Path, data_dir: Path | None, options: MeasureOptions,
-                      progress: Progress | None = None) -> Report:  # fmt: skip
+def report_comparison(a: Path, b: Path, data_dir: DataSource | None, options: MeasureOptions,
+                      progress: Progress | None = None, image_format: ImageFormat | None = None) -> Report:  # fmt: skip
     """Measure any two models with the same inputs: ``a`` is the reference, ``b`` the candidate."""
     a, b = Path(a), Path(b)
     models = [inspect_model(a), inspect_model(b)]
     _check_same_inputs([a, b])
-    data = choose_data(a, eval_data=data_dir, samples=options.samples, option="--data")
+    reason = None
+    try:
+        data = choose_data(a, eval_data=data_dir, samples=options.samples, option="--data", image_format=image_format)
+    except CalibrationDataError as exc:
+        if data_dir is not None:
+            raise
+        data, reason = None, str(exc)
     report = Report(
         kind="compare",
         labels=["A", "B"],
@@ -367,16 +446,18 @@ def report_comparison(a: Path, b: Path, data_dir: Path | None, options: MeasureO
         options=options,
         data=data,
     )
-    return _measure_pair(report, (a, b), progress)
+    if reason is not None:
+        return _unmeasured(report, reason)
+    return _measure_pair(report, (a, b), progress, node_kernels=_oplist_kernels(b) or models[1].node_kernels)
 
 
-def report_bench(paths: Sequence[Path], data_dir: Path | None, options: MeasureOptions,
-                 progress: Progress | None = None) -> Report:  # fmt: skip
+def report_bench(paths: Sequence[Path], data_dir: DataSource | None, options: MeasureOptions,
+                 progress: Progress | None = None, image_format: ImageFormat | None = None) -> Report:  # fmt: skip
     """Latency only, of every model, interleaved in one process."""
     paths = [Path(p) for p in paths]
     models = [inspect_model(p, run_onnxruntime=False) for p in paths]
     _check_same_inputs(paths)
-    data = choose_data(paths[0], eval_data=data_dir, samples=1, option="--data")
+    data = choose_data(paths[0], eval_data=data_dir, samples=1, option="--data", image_format=image_format)
     labels = _unique_labels(paths)
     report = Report(kind="bench", labels=labels, models=models, sizes=[m.size_bytes for m in models],
                     options=options, data=data)  # fmt: skip
@@ -391,3 +472,72 @@ def _unique_labels(paths: Sequence[Path]) -> list[str]:
     if len(set(names)) == len(names):
         return names
     return [str(p) for p in paths]
+
+
+# ------------------------------------------------------------------------------- the Python API
+
+
+def _unmeasured(report: Report, reason: str) -> Report:
+    """A report without fidelity and latency: the note says why and how to get them; the gates on
+    them fail, naming the reason."""
+    report.notes.append(f"fidelity and latency not measured: {reason}")
+    for figure in ("cosine", "sqnr_db", "top1", "speedup"):
+        report.missing.setdefault(figure, f"not measured: {reason}")
+    report.evaluate_gates()
+    return report
+
+
+def measure(
+    result,
+    eval_data: DataSource | EvalData | None = None,
+    *,
+    calibration_data: DataSource | None = None,
+    image_format: ImageFormat | None = None,
+    options: MeasureOptions | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Measure a conversion (a ``ptq.ConvertResult``): size, latency and fidelity of its int8 output
+    against its float source, and the gates of ``options.thresholds``.
+
+    The inputs are ``eval_data`` (a folder, samples from Python, or an ``EvalData`` from
+    ``choose_data``); without it the ``calibration_data`` (labelled as not held out); without
+    either, inputs synthesized from the model's input shapes. When onnxruntime runs the model on
+    no synthesized inputs, nothing was asked for that cannot be had: the report says so in a note
+    and lists the figures as missing (their gates fail) instead of raising.
+
+    Raises:
+        CalibrationDataError: the given samples do not fit the model, or a model fails on them.
+    """
+    options = options or MeasureOptions()
+    if isinstance(eval_data, EvalData):
+        data = eval_data
+    else:
+        try:
+            data = choose_data(result.source, eval_data=eval_data, calibration_data=calibration_data,
+                               samples=options.samples, image_format=image_format)  # fmt: skip
+        except CalibrationDataError as exc:
+            if eval_data is not None or calibration_data is not None:
+                raise
+            return _unmeasured(report_conversion(result, None, options, progress), f"{exc}")
+    return report_conversion(result, data, options, progress)
+
+
+def compare(
+    reference: str | Path,
+    candidate: str | Path,
+    data: DataSource | None = None,
+    *,
+    image_format: ImageFormat | None = None,
+    options: MeasureOptions | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Size, latency and fidelity of ``candidate`` against ``reference`` on ``data`` (a folder or
+    samples from Python; default: synthesized inputs, or a note when the model runs on none)."""
+    return report_comparison(reference, candidate, data, options or MeasureOptions(), progress, image_format)
+
+
+def bench(models: Sequence[str | Path], data: DataSource | None = None, *, image_format: ImageFormat | None = None,
+          options: MeasureOptions | None = None, progress: Progress | None = None) -> Report:  # fmt: skip
+    """Latency of every model, interleaved in one process, on the first sample of ``data``."""
+    options = options or MeasureOptions(fidelity=False)
+    return report_bench(models, data, options, progress, image_format)

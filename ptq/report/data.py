@@ -1,8 +1,9 @@
-"""Inputs a report measures on: an eval folder, the calibration folder, or inputs synthesized from
+"""Inputs a report measures on: eval samples, the calibration samples, or inputs synthesized from
 the model's declared input shapes when there is no data at all.
 
-Folders have the calibration format (``.npz`` keyed by input name, or ``.npy`` for one input) and
-are read one sample at a time with ``allow_pickle=False``, checked against the model's inputs.
+Samples are a folder in the calibration format (``.npz`` keyed by input name, ``.npy`` for one
+input, images) or samples from Python, read one at a time by ``ptq.calibrate.samples`` and checked
+against the model's inputs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ptq.calibrate.data import InputSpec, Samples, input_specs
+from ptq.calibrate.data import InputSpec, input_specs
+from ptq.calibrate.samples import DataSource, Samples, describe_source, is_path
 from ptq.config import ImageFormat
 from ptq.errors import CalibrationDataError, UnsupportedModelError
 
@@ -27,6 +29,9 @@ SOURCES = (EVAL, CALIBRATION, SYNTHESIZED)
 SYNTHESIZED_SAMPLES = 4
 IMAGE_SIDE = 224  # free spatial dimensions of a rank-4 float input
 SEQUENCE = 32  # any other free dimension
+# Free sizes tried in turn when the model cannot run the defaults (a text recognizer needs a
+# height of 48, an audio model a window of 512 samples): (image side, other free axes).
+FREE_SIZES = ((IMAGE_SIDE, SEQUENCE), (48, 64), (32, 128), (64, 256), (96, 512), (128, 1024), (320, 16), (640, 8))
 MAX_TOKEN = 100  # integer inputs that index a table get values below min(table rows, this)
 
 
@@ -41,6 +46,12 @@ class EvalData:
     synthesized: tuple[dict[str, np.ndarray], ...] = field(default=(), repr=False)
     option: str = "--eval-data"  # named in error messages
     image_format: ImageFormat | None = None  # how image files in the folder become inputs
+    python: object = field(default=None, repr=False)  # samples from Python, when not a folder
+
+    @property
+    def origin(self) -> str:
+        """Where the samples come from, for messages: the folder, or the Python object."""
+        return str(self.path) if self.python is None else describe_source(self.python)
 
     @property
     def samples(self) -> int:
@@ -53,9 +64,9 @@ class EvalData:
             return
         limit = self.count if limit is None else min(limit, self.count)
         try:
-            yield from Samples(self.path, self.specs, limit, self.image_format)
+            yield from Samples(self.path if self.python is None else self.python, self.specs, limit, self.image_format)
         except CalibrationDataError as exc:
-            raise CalibrationDataError(f"{self.option} {self.path}: {exc}") from None
+            raise CalibrationDataError(f"{self.option} {self.origin}: {exc}") from None
 
     def first(self) -> dict[str, np.ndarray]:
         return next(self.feeds(1))
@@ -65,9 +76,9 @@ class EvalData:
         n = self.samples
         plural = "s" if n != 1 else ""
         if self.source == EVAL:
-            return f"{n} eval sample{plural} from {self.path}"
+            return f"{n} eval sample{plural} from {self.origin}"
         if self.source == CALIBRATION:
-            return f"{n} calibration sample{plural} from {self.path} (not held out: the ranges were fitted on them)"
+            return f"{n} calibration sample{plural} from {self.origin} (not held out: the ranges were fitted on them)"
         return (
             f"{n} synthesized input{plural} from the model's input shapes (random values, no data given;"
             f" pass {self.option} for real figures)"
@@ -90,6 +101,24 @@ def model_specs(path: Path) -> tuple[onnx.ModelProto, list[InputSpec]]:
     return model, input_specs(model)
 
 
+def from_source(data: DataSource, specs: list[InputSpec], source: str, limit: int | None = None,
+                option: str = "--eval-data", image_format: ImageFormat | None = None) -> EvalData:  # fmt: skip
+    """Samples of a folder or of a Python source (``ptq.calibrate.samples``), the first ``limit``.
+
+    The first sample is read and checked now; a Python source without ``len()`` is counted (and
+    every sample checked) by one reading pass, so the figures can say how many they rest on."""
+    if is_path(data):
+        return from_folder(Path(data), specs, source, limit, option, image_format)
+    try:
+        samples = Samples(data, specs, limit, image_format)
+        count = samples.count if samples.count is not None else sum(1 for _ in samples)
+    except CalibrationDataError as exc:
+        raise CalibrationDataError(f"{option} {describe_source(data)}: {exc}") from None
+    evaluated = EvalData(source, specs, None, count, option=option, image_format=image_format, python=data)
+    evaluated.first()
+    return evaluated
+
+
 def from_folder(folder: Path, specs: list[InputSpec], source: str, limit: int | None = None,
                 option: str = "--eval-data", image_format: ImageFormat | None = None) -> EvalData:  # fmt: skip
     """Samples of ``folder`` (name order, the first ``limit``); the first one is read and checked now."""
@@ -106,11 +135,11 @@ def from_folder(folder: Path, specs: list[InputSpec], source: str, limit: int | 
 
 
 def synthesize(model: onnx.ModelProto, specs: list[InputSpec], n: int = SYNTHESIZED_SAMPLES,
-               option: str = "--eval-data") -> EvalData:  # fmt: skip
+               option: str = "--eval-data", image_side: int = IMAGE_SIDE, sequence: int = SEQUENCE) -> EvalData:  # fmt: skip
     """``n`` deterministic random inputs shaped from the model's declared inputs.
 
     Free dimensions: the first axis (batch) is 1, the free axes of a rank-4 float input (an
-    image) are 224, any other free axis is 32. Float inputs are standard normal. Integer inputs
+    image) are ``image_side`` (224), any other free axis is ``sequence`` (32). Float inputs are standard normal. Integer inputs
     get valid small values: an input used as Gather indices stays below the table's row count
     (and below 100), one named like a mask is all ones, a token-type/segment input is zeros,
     any other is 0 or 1. Booleans are all True.
@@ -120,14 +149,14 @@ def synthesize(model: onnx.ModelProto, specs: list[InputSpec], n: int = SYNTHESI
     for i in range(n):
         feed = {}
         for spec in specs:
-            shape = _shape(spec)
+            shape = _shape(spec, image_side, sequence)
             rng = np.random.default_rng(zlib.crc32(f"{spec.name}:{i}".encode()))
             feed[spec.name] = _values(spec, shape, rng, bounds.get(spec.name))
         feeds.append(feed)
     return EvalData(SYNTHESIZED, specs, synthesized=tuple(feeds), option=option)
 
 
-def _shape(spec: InputSpec) -> tuple[int, ...]:
+def _shape(spec: InputSpec, image_side: int = IMAGE_SIDE, sequence: int = SEQUENCE) -> tuple[int, ...]:
     if spec.dims is None:
         raise UnsupportedModelError(
             f"input {spec.name!r} has no declared rank: inputs cannot be synthesized; pass a data folder"
@@ -140,7 +169,7 @@ def _shape(spec: InputSpec) -> tuple[int, ...]:
         elif axis == 0:
             shape.append(1)
         else:
-            shape.append(IMAGE_SIDE if image else SEQUENCE)
+            shape.append(image_side if image else sequence)
     return tuple(shape)
 
 

@@ -425,7 +425,7 @@ def _layers_section(report: Report) -> str:
     ops = sorted({t.op_type for t in layers.tensors}, key=lambda op: -sum(t.op_type == op for t in layers.tensors))
     colors = _op_colors(ops)
     values = [
-        ((f"{t.tensor} ({t.op_type} {t.node}, {'int8' if t.int8 else 'float'} in the candidate):"
+        ((f"{t.tensor} ({t.op_type} {t.node}, {render.kernel_label(t)} in the candidate):"
           f" SQNR {render.fmt_db(t.sqnr_db)}, cosine {t.cosine:.5f}, max abs error {t.max_abs_error:.3g}"),
          t.sqnr_db, colors[t.op_type])
         for t in layers.tensors
@@ -433,7 +433,7 @@ def _layers_section(report: Report) -> str:
     svg = columns_svg(values, "SQNR (dB), higher is better", [(op, colors[op]) for op in ops])
     worst = sorted(layers.tensors, key=lambda t: t.sqnr_db)[:10]
     rows = [[f"<code>{escape(t.tensor)}</code>", escape(t.op_type), f"<code>{escape(t.node)}</code>",
-             "int8" if t.int8 else "float", escape(render.fmt_db(t.sqnr_db)), f"{t.cosine:.5f}",
+             render.kernel_label(t), escape(render.fmt_db(t.sqnr_db)), f"{t.cosine:.5f}",
              f"{t.max_abs_error:.3g}"] for t in worst]  # fmt: skip
     caption = (f"SQNR of each of {len(layers.tensors)} intermediate tensors against the reference, on"
                f" {layers.samples} sample(s), coloured by the op that produces it. The error accumulates along the"

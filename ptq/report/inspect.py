@@ -15,7 +15,7 @@ import onnx
 from onnx import helper
 
 from ptq.quantize import kernels
-from ptq.write.oplist import FLOAT, HYBRID, HYBRID_KERNELS, INT8, INT8_KERNELS
+from ptq.write.oplist import HYBRID_KERNELS, INT8_KERNELS
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 QUANTIZED_OPS = QDQ_OPS | INT8_KERNELS | HYBRID_KERNELS | {"MatMulNBits"}
@@ -109,6 +109,7 @@ class ModelInfo:
     executed: dict[str, int] | None = None  # int8/hybrid/float compute nodes onnxruntime runs
     executed_note: str = ""
     extra: dict = field(default_factory=dict)
+    node_kernels: dict[str, str] | None = field(default=None, repr=False)  # node -> kernel onnxruntime runs
 
     @property
     def opset(self) -> int:
@@ -226,16 +227,17 @@ def attribute_weights(graph: onnx.GraphProto) -> dict[str, tuple[int, int]]:
 
 
 def executed_summary(model_bytes: bytes) -> dict[str, int]:
-    """Compute nodes onnxruntime runs at its extended level, by kernel (int8/hybrid/float);
-    Quantize/DequantizeLinear conversions are not counted."""
-    from ptq.write.oplist import executed_kernels, optimized_graph
+    """Compute nodes onnxruntime runs at its extended level, by kernel (int8/hybrid/float), as
+    ``ptq.write.oplist.executed_counts`` counts them for a conversion."""
+    return executed_nodes(model_bytes)[0]
 
-    counts = {INT8: 0, HYBRID: 0, FLOAT: 0}
-    for runs in executed_kernels(optimized_graph(model_bytes)).values():
-        if runs.op_type in QDQ_OPS:
-            continue
-        counts[runs.kernel] += 1
-    return counts
+
+def executed_nodes(model_bytes: bytes) -> tuple[dict[str, int], dict[str, str]]:
+    """``executed_summary`` and node name -> kernel of every node onnxruntime runs."""
+    from ptq.write.oplist import executed_counts, executed_kernels, optimized_graph
+
+    executed = executed_kernels(optimized_graph(model_bytes))
+    return executed_counts(executed), {name: runs.kernel for name, runs in executed.items()}
 
 
 def inspect_model(path: Path, *, run_onnxruntime: bool = True) -> ModelInfo:
@@ -258,14 +260,14 @@ def inspect_model(path: Path, *, run_onnxruntime: bool = True) -> ModelInfo:
         if op not in histogram:
             op_types.append(OpTypeStats(op, 0, p, b, int8_support(op)))
     quantization_ops = {op: histogram[op] for op in sorted(histogram) if op in QUANTIZED_OPS}
-    executed, note = None, ""
+    executed, note, node_kernels = None, "", None
     if run_onnxruntime:
         if size > MAX_OPTIMIZE_BYTES:
             note = "model too large to hand to onnxruntime as bytes; not checked"
         else:
             try:
                 full = onnx.load(str(path))
-                executed = executed_summary(full.SerializeToString())
+                executed, node_kernels = executed_nodes(full.SerializeToString())
                 note = "compute nodes after onnxruntime's optimizations; Quantize/DequantizeLinear not counted"
             except Exception as exc:  # the op list raises PtqError; a broken model shows here, not as a crash
                 note = f"onnxruntime could not load the model: {exc}"
@@ -285,4 +287,5 @@ def inspect_model(path: Path, *, run_onnxruntime: bool = True) -> ModelInfo:
         quantization_ops=quantization_ops,
         executed=executed,
         executed_note=note,
+        node_kernels=node_kernels,
     )

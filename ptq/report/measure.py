@@ -50,6 +50,16 @@ def session_options(threads: int):
     return runtime.session_options(threads=threads, spinning=False, optimization="ORT_ENABLE_ALL", sequential=True)
 
 
+def quiet_run_options():
+    """Run options that keep onnxruntime's own log line of a failed run off the terminal: ptq
+    reports the failure itself, in one line (``ort_error_line``)."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.log_severity_level = 4
+    return options
+
+
 def open_session(model: Path | bytes, threads: int = 1, label: str | None = None):
     """An onnxruntime CPU session; a model onnxruntime cannot load is an ``UnsupportedModelError``."""
     source = model if isinstance(model, bytes) else str(model)
@@ -62,7 +72,7 @@ def open_session(model: Path | bytes, threads: int = 1, label: str | None = None
 
 def _run(session, feed: dict[str, np.ndarray], label: str) -> list[np.ndarray]:
     try:
-        return session.run(None, feed)
+        return session.run(None, feed, quiet_run_options())
     except Exception as exc:
         shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
         raise CalibrationDataError(
@@ -477,6 +487,7 @@ class LayerError:
     sqnr_db: float
     max_abs_error: float
     int8: bool = False  # read as the candidate's int8 QuantizeLinear output
+    kernel: str | None = None  # int8/hybrid/float/folded: what runs the node (op list), None: unknown
 
     def to_json(self) -> dict:
         return {
@@ -484,6 +495,7 @@ class LayerError:
             "node": self.node,
             "op_type": self.op_type,
             "int8": self.int8,
+            "kernel": self.kernel,
             "cosine": self.cosine,
             "sqnr_db": self.sqnr_db,
             "max_abs_error": self.max_abs_error,

@@ -6,7 +6,10 @@ Pure formatting: a ``Report`` in, a string out.
 from __future__ import annotations
 
 import math
+import re
+import textwrap
 
+from ptq import __version__
 from ptq.report.build import Report
 
 KIB = 1024
@@ -79,14 +82,28 @@ def fidelity_line(report: Report) -> str:
     )
 
 
+def executed_text(e: dict) -> str:
+    return f"{e['int8']} int8, {e['hybrid']} hybrid, {e['float']} float"
+
+
+def oplist_nodes_text(k: dict, executed: dict | None) -> str:
+    """What runs int8 after a conversion: the compute nodes onnxruntime runs (the figure ptq inspect
+    and ptq compare give for the written model), then how the source model's nodes map onto them."""
+    ran = k.get("int8", 0) + k.get("hybrid", 0) + k.get("float", 0)
+    folded = f", {k['folded']} folded away before quantization" if k.get("folded") else ""
+    source = (
+        f"{ran + k.get('folded', 0)} source nodes: {k.get('int8', 0)} run in int8 kernels, {k.get('hybrid', 0)} hybrid,"
+        f" {k.get('float', 0)} float{folded}"
+    )
+    if executed is None:
+        return source
+    return f"{executed_text(executed)} (compute nodes onnxruntime runs); {source}"
+
+
 def nodes_line(report: Report) -> str | None:
     k = report.kernels
     if isinstance(k, dict):
-        ran = k.get("int8", 0) + k.get("hybrid", 0) + k.get("float", 0)
-        folded = f" ({k['folded']} folded away before quantization)" if k.get("folded") else ""
-        return (
-            f"{k.get('int8', 0)} int8, {k.get('hybrid', 0)} hybrid, {k.get('float', 0)} float of {ran} that run{folded}"
-        )
+        return oplist_nodes_text(k, report.models[1].executed)
     executed = [m.executed for m in report.models]
     if any(e is not None for e in executed):
         parts = []
@@ -94,7 +111,7 @@ def nodes_line(report: Report) -> str | None:
             if counts is None:
                 parts.append(f"{label}: unknown")
             else:
-                parts.append(f"{label}: {counts['int8']} int8, {counts['hybrid']} hybrid, {counts['float']} float")
+                parts.append(f"{label}: {executed_text(counts)}")
         return ";  ".join(parts) + "  (compute nodes onnxruntime runs)"
     return None
 
@@ -172,7 +189,7 @@ def layer_table(report: Report, rows: int = LAYER_ROWS) -> str:
     lines.append(f"    {'SQNR':>8}  {'cosine':>8}  {'max abs':>9}  {'kernel':<6}  {'op type':<18}  tensor")
     for t in worst[:rows]:
         lines.append(
-            f"    {fmt_db(t.sqnr_db):>8}  {t.cosine:>8.5f}  {fmt_err(t.max_abs_error):>9}  {'int8' if t.int8 else 'float':<6}"
+            f"    {fmt_db(t.sqnr_db):>8}  {t.cosine:>8.5f}  {fmt_err(t.max_abs_error):>9}  {kernel_label(t):<6}"
             f"  {t.op_type:<18}  {t.tensor}"
         )
     if len(worst) > rows:
@@ -180,6 +197,76 @@ def layer_table(report: Report, rows: int = LAYER_ROWS) -> str:
     if layers.note:
         lines.append(f"    note: {layers.note}")
     return "\n".join(lines)
+
+
+def written_files(result) -> list:
+    """The files a conversion wrote, in the order the summary names them."""
+    outputs = result.outputs
+    return [outputs.onnx] + ([outputs.ort] if result.ort_size_bytes is not None else []) + [outputs.ops]
+
+
+def conversion_summary(result, verbose: bool = False, measured: Report | None = None) -> str:
+    """Terminal summary of a conversion (a ``ptq.ConvertResult``): files, sizes, kernels, float
+    fallbacks; with ``measured`` (``ptq.measure``'s report) the size/latency/fidelity table."""
+    mode = "static int8" if result.mode == "static" else "dynamic int8 (hybrid, no calibration data)"
+    lines = [f"ptq {__version__}: {result.source} -> {result.outputs.onnx}  [{mode}]"]
+    lines += [f"  note: {n}" for n in result.notes]
+    if result.mode == "static":
+        lines.append(f"  calibrated on {result.calibration_samples} samples ({result.calibration_method})")
+    if measured is None:
+        lines.append(
+            f"  size   float {fmt_bytes(result.float_size_bytes)} -> int8 {fmt_bytes(result.int8_size_bytes)}"
+            f"  ({result.size_ratio:.2f}x)"
+            + (f";  .ort {fmt_bytes(result.ort_size_bytes)}" if result.ort_size_bytes is not None else "")
+        )
+        lines.append(f"  nodes  {oplist_nodes_text(result.oplist.summary(), result.oplist.executed)}")
+    else:
+        lines.append(text_table(measured))
+    fallbacks = result.oplist.float_fallbacks()
+    if fallbacks:
+        lines.append("  float fallbacks:")
+        if verbose:
+            lines += [f"    {e.name} ({e.op_type}): {e.reason}" for e in fallbacks]
+        else:
+            for group in result.oplist.grouped_fallbacks():  # by op type and reason template
+                lines.append(f"    {group.count:>4} x {group.describe()}")
+    lines.append("  wrote  " + ", ".join(str(p) for p in written_files(result)))
+    lines.append(f"  took   {result.seconds:.1f} s")
+    return "\n".join(lines)
+
+
+# The hanging indent of a wrapped line: its leading spaces, then a label ("note", "fidelity",
+# "12 x") and the run of spaces after it, when there is one.
+_LABEL = re.compile(r"^(\s*)(?:(?:\S+ )?\S+?:? {2,}|\d+ x |note: |- )?")
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` with every line longer than ``width`` wrapped at spaces, continuation lines indented
+    under the text after the line's label; a word longer than the line (a path) is kept whole."""
+    width = max(width, 40)
+    out = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            out.append(line)
+            continue
+        hang = len(_LABEL.match(line).group(0))
+        if hang > width // 2 or hang == 0:
+            hang = len(line) - len(line.lstrip()) + 4
+        out.extend(
+            textwrap.wrap(line, width, subsequent_indent=" " * hang, break_long_words=False, break_on_hyphens=False,
+                          drop_whitespace=True) or [line]
+        )  # fmt: skip
+    return "\n".join(out)
+
+
+def kernel_label(t) -> str:
+    """The per-layer table's kernel column: the op list's kernel for the producing node, else
+    whether the candidate's int8 tensor was read ("input" for a graph input)."""
+    if t.kernel:
+        return t.kernel
+    if not t.node:
+        return "input"
+    return "int8" if t.int8 else "float"
 
 
 def bench_table(report: Report) -> str:
@@ -269,7 +356,7 @@ def markdown(report: Report) -> str:
         out += [f"<details><summary>Per-layer error vs {a}, worst {min(LAYER_ROWS, len(worst))} of {len(worst)}</summary>", "",
                 "| tensor | op type | kernel | SQNR | cosine | max abs error |", "|---|---|---|---:|---:|---:|"]  # fmt: skip
         for t in worst[:LAYER_ROWS]:
-            out.append(f"| `{_md_escape(t.tensor)}` | {t.op_type} | {'int8' if t.int8 else 'float'} | {fmt_db(t.sqnr_db)}"
+            out.append(f"| `{_md_escape(t.tensor)}` | {t.op_type} | {kernel_label(t)} | {fmt_db(t.sqnr_db)}"
                        f" | {t.cosine:.5f} | {fmt_err(t.max_abs_error)} |")  # fmt: skip
         out += ["", "</details>", ""]
     out += [_md_env(env, cpu, flags)]

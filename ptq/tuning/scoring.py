@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 
 from ptq import qmath
-from ptq.calibrate.data import input_specs, iter_samples
+from ptq.calibrate.data import input_specs
+from ptq.calibrate.samples import iter_samples
 from ptq.calibrate.runner import session
 from ptq.config import Config
 from ptq.graph import byte_size

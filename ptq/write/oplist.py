@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import onnx
@@ -68,7 +68,12 @@ class OpEntry:
 
 @dataclass(frozen=True)
 class OpList:
+    """One entry per node of the source model; ``executed`` counts the compute nodes of the graph
+    onnxruntime runs (``executed_counts``): the figure ``ptq inspect`` and ``ptq compare`` give
+    for the written model, from the same graph (not written to the .ops.json)."""
+
     nodes: list[OpEntry]
+    executed: dict[str, int] | None = field(default=None, compare=False)
 
     def summary(self) -> dict[str, int]:
         counts = {k: 0 for k in KERNELS}
@@ -205,6 +210,20 @@ def executed_kernels(optimized: onnx.ModelProto) -> dict[str, _Executed]:
     return result
 
 
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+
+
+def executed_counts(executed: dict[str, _Executed]) -> dict[str, int]:
+    """Compute nodes onnxruntime runs, by kernel (int8/hybrid/float): the one count of "what runs
+    int8" that convert, inspect and compare all print. Quantize/DequantizeLinear conversions are
+    not counted; a source node fused into another (a Relu into its QLinearConv) is part of that one."""
+    counts = {INT8: 0, HYBRID: 0, FLOAT: 0}
+    for runs in executed.values():
+        if runs.op_type not in QDQ_OPS:
+            counts[runs.kernel] += 1
+    return counts
+
+
 def _vanished_reason(node: SourceNode) -> str:
     if node.op_type == "Constant":
         return "constant: folded into an initializer"
@@ -287,7 +306,7 @@ def build_oplist(
         elif owner != node.name:
             reason = f"fused into {prepared_ops[owner]} {owner!r} by onnxruntime; that node: {reason}"
         entries.append(OpEntry(node.name, node.op_type, kernel, reason, runs_as))
-    return OpList(entries)
+    return OpList(entries, executed_counts(executed))
 
 
 def write_oplist(oplist: OpList, path: Path) -> None:

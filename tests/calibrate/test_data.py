@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from ptq.calibrate.data import InputSpec, check_feed, iter_samples, read_sample, sample_files
+from ptq.calibrate.data import InputSpec, check_feed, sample_files
+from ptq.calibrate.samples import iter_samples, read_sample
 from ptq.errors import CalibrationDataError
 
 SPECS = [InputSpec("x", np.dtype(np.float32), ("N", 3, 16, 16))]
@@ -76,7 +77,7 @@ def test_limit_reads_only_first_files(tmp_path):
 
 # ------------------------------------------------------------------ many samples in one file
 
-from ptq.calibrate.data import Samples  # noqa: E402
+from ptq.calibrate.samples import Samples  # noqa: E402
 
 BATCH1 = [InputSpec("x", np.dtype(np.float32), (1, 3, 4, 4))]
 FREE = [InputSpec("x", np.dtype(np.float32), ("N", 3, 4, 4))]

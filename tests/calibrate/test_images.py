@@ -7,7 +7,8 @@ from PIL import Image
 
 import ptq
 from ptq import errors
-from ptq.calibrate.data import InputSpec, read_sample
+from ptq.calibrate.data import InputSpec
+from ptq.calibrate.samples import read_sample
 from ptq.cli import main
 from ptq.config import ImageFormat
 from tests import tiny

@@ -9,7 +9,7 @@ import pytest
 
 import ptq
 from bench import zoo
-from ptq.cli import render_summary
+from ptq.report.render import conversion_summary as render_summary
 from ptq.report import build
 from ptq.write.oplist import FLOAT, OpEntry, group_fallbacks, reason_template
 

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 import ptq
 from ptq import loader
-from ptq.calibrate.data import InputSpec, read_sample
+from ptq.calibrate.data import InputSpec
+from ptq.calibrate.samples import read_sample
 from ptq.errors import PtqError
 from tests import tiny
 from tests.robustness.graphs import feeds, if_model, multi_input_model, shared_weight_model

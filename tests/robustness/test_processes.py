@@ -195,6 +195,30 @@ def test_ctrl_c_exits_130_and_writes_nothing(det_many_samples, when, delay):
     check_error(code, stderr, errors.EXIT_INTERRUPTED, "interrupted", before, listing(out, tmp))
 
 
+def test_ctrl_c_while_timing_says_the_outputs_are_complete(tmp_path):
+    """Issue 13.6: the outputs are written before the measurement; Ctrl-C while timing leaves
+    them complete (as a conversion without measuring writes them) and says so, exit 130."""
+    from bench import zoo
+
+    model = zoo.fetch_model("ppocr-cls")
+    out = tmp_path / "cls.int8.onnx"
+    argv = [sys.executable, "-m", "ptq.cli", "convert", str(model), "-o", str(out), "--runs", "100000"]
+    code, stderr = _interrupt(argv, dict(os.environ), "Timing", 0.3)
+    assert code == errors.EXIT_INTERRUPTED, stderr
+    assert f"interrupted while measuring; the outputs are complete: {out}" in stderr, stderr
+    assert "nothing partial" not in stderr
+    again = tmp_path / "again" / "cls.int8.onnx"
+    again.parent.mkdir()
+    ptq.convert(model, ptq.Config(output=again))
+    for name in ("cls.int8.onnx", "cls.int8.ops.json"):
+        assert (tmp_path / name).read_bytes() == (again.parent / name).read_bytes(), name
+    # The .ort's flatbuffer layout varies between processes (README, "Determinism"): it must load.
+    import onnxruntime as ort
+
+    ort.InferenceSession(str(tmp_path / "cls.int8.ort"), providers=["CPUExecutionProvider"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "cls.int8.onnx", "cls.int8.ops.json", "cls.int8.ort"]
+
+
 # ------------------------------------------------------------------------------------ determinism
 
 
