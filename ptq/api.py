@@ -23,6 +23,7 @@ from ptq.config import CalibrationMethod, Config, OutputPaths, WeightRange
 from ptq.errors import OutputError, UsageError
 from ptq.loader import SourceNode
 from ptq.progress import Progress, silent, steps
+from ptq.quantize import fp16
 from ptq.quantize.dynamic import quantize_dynamic
 from ptq.quantize.plan import Decision, make_plan
 from ptq.quantize.static import calibrated_tensors, quantize_static
@@ -101,7 +102,10 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     cleaned = passes.removed(recipe)
     prepared_nodes = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
     notes += [note for rewrite in recipe.rewrites for note in rewrite.notes]
-    if config.static:
+    if config.fp16:  # float16 weights, float32 kernels instead of int8 (ptq.quantize.fp16)
+        halved = fp16.convert(model)
+        quantized = Quantized(halved.model, halved.decisions, recipe, 0, [fp16.describe(halved)])
+    elif config.static:
         quantized = quantize_with_ranges(model, config, recipe, saved, progress)
     else:
         quantized = quantize_weights_only(model, config, recipe, progress)
@@ -114,7 +118,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     return ConvertResult(
         source=source,
         outputs=outputs,
-        mode="static" if config.static else "dynamic",
+        mode="fp16" if config.fp16 else "static" if config.static else "dynamic",
         float_size_bytes=loaded.size_bytes,
         int8_size_bytes=written.onnx_size,
         ort_size_bytes=written.ort_size,

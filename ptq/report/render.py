@@ -209,6 +209,7 @@ def conversion_summary(result, verbose: bool = False, measured: Report | None = 
     """Terminal summary of a conversion (a ``ptq.ConvertResult``): files, sizes, kernels, float
     fallbacks; with ``measured`` (``ptq.measure``'s report) the size/latency/fidelity table."""
     mode = "static int8" if result.mode == "static" else "dynamic int8 (hybrid, no calibration data)"
+    mode = "float16 weights, float32 kernels (--fp16)" if result.mode == "fp16" else mode
     lines = [f"ptq {__version__}: {result.source} -> {result.outputs.onnx}  [{mode}]"]
     lines += [f"  note: {n}" for n in result.notes]
     if result.mode == "static":
@@ -222,7 +223,7 @@ def conversion_summary(result, verbose: bool = False, measured: Report | None = 
         lines.append(f"  nodes  {oplist_nodes_text(result.oplist.summary(), result.oplist.executed)}")
     else:
         lines.append(text_table(measured))
-    fallbacks = result.oplist.float_fallbacks()
+    fallbacks = result.oplist.float_fallbacks() if result.mode != "fp16" else []  # --fp16: every node is float
     if fallbacks:
         lines.append("  float fallbacks:")
         if verbose:
