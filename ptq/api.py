@@ -30,6 +30,7 @@ from ptq.quantize.static import calibrated_tensors, quantize_static
 from ptq.recipe import Recipe
 from ptq.rewrites import passes
 from ptq.tuning import bias_correction
+from ptq.tuning.collapse import describe_guard, guard_log_inputs
 from ptq.tuning.groups import choose_fallback, choose_hybrid, describe_fallback, describe_hybrid
 from ptq.tuning.method import choose_method
 from ptq.tuning.scoring import scoring_for
@@ -230,6 +231,7 @@ def quantize_with_ranges(
     for enabled, stage, choose, describe in (
         (config.auto_hybrid, "choose hybrid", choose_hybrid, describe_hybrid),
         (config.auto_fallback, "choose fallback", choose_fallback, describe_fallback),
+        (True, "guard layers before a log", guard_log_inputs, describe_guard),  # ptq.tuning.collapse
     ):
         if enabled and scoring is not None:
             progress(stage, 0, 0)
