@@ -103,11 +103,13 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     cleaned = passes.removed(recipe)
     prepared_nodes = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
     notes += [note for rewrite in recipe.rewrites for note in rewrite.notes]
-    if config.fp16:  # float16 weights, float32 kernels instead of int8 (ptq.quantize.fp16)
+    if config.fp16 and not config.static:  # float16 weights, float32 kernels instead of int8 (ptq.quantize.fp16)
         halved = fp16.convert(model)
         quantized = Quantized(halved.model, halved.decisions, recipe, 0, [fp16.describe(halved)])
     elif config.static:
         quantized = quantize_with_ranges(model, config, recipe, saved, progress)
+        if config.fp16:  # the layers left float keep float16 weights
+            notes.append(fp16.describe(fp16.convert(quantized.model, fp16.quantization_constants(quantized.model))))
     else:
         quantized = quantize_weights_only(model, config, recipe, progress)
     notes += quantized.notes
@@ -119,7 +121,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     return ConvertResult(
         source=source,
         outputs=outputs,
-        mode="fp16" if config.fp16 else "static" if config.static else "dynamic",
+        mode="static" if config.static else "fp16" if config.fp16 else "dynamic",
         float_size_bytes=loaded.size_bytes,
         int8_size_bytes=written.onnx_size,
         ort_size_bytes=written.ort_size,

@@ -124,8 +124,9 @@ class Config:
         save_ranges: write the calibrated ranges to this JSON file.
         load_ranges: take ranges from this JSON file instead of calibrating.
         write_ort: also write the ``.ort`` flatbuffer.
-        fp16: write float16 weights that onnxruntime expands to float32 at load instead of int8
-            (``ptq.quantize.fp16``): about half the size, float32 kernels and latency.
+        fp16: without calibration data, write float16 weights that onnxruntime expands to float32
+            at load instead of int8 (``ptq.quantize.fp16``): about half the size, float32 kernels
+            and latency; with it, static int8 whose float layers keep float16 weights that way.
     """
 
     output: Path | None = None
@@ -173,8 +174,6 @@ class Config:
             raise UsageError("--equalize-activations needs -c/--calibration-data: the scales come from the samples' channel maxima")
         if self.smoothquant is not None and self.calibration_data is None:
             raise UsageError("--smoothquant needs -c/--calibration-data: the smoothing scales come from the samples' channel maxima")
-        if self.fp16 and (self.calibration_data is not None or self.load_ranges is not None):
-            raise UsageError("--fp16 writes float16 weights and float32 kernels: it takes no -c/--load-ranges (they are for int8)")
         if self.calibration_samples is not None and self.calibration_samples < 1:
             raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}")
         self._refuse_sample_options_without_samples()

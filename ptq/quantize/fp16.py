@@ -13,6 +13,12 @@ those float16 cannot hold (a magnitude over 65504, such as an attention-mask fil
 ``finfo(float32).min``, which would become -inf), and initializers that are also graph inputs
 (a caller may feed them). Subgraph initializers are left as they are.
 
+With calibration data (``--fp16 -c``) the model is int8 first and only the layers that stay float
+get float16 weights: the quantization constants (the scales and zero points QuantizeLinear,
+DequantizeLinear and the integer kernels read) stay as they are, since onnxruntime fuses Q/DQ
+pairs only around constant float32 scales. Measured: openWakeWord's log-mel front-end, whose
+layers all stay float (``ptq.tuning.collapse``), 1.09 -> 0.55 MB at output cosine 1.000000.
+
 The ``.ort`` file holds float32 weights: onnxruntime saves the graph after its constant folding,
 which expands the Casts; an ORT-format session does not fold constants when it loads, so a file
 that kept them would cast every weight on every run (measured, MiniLM, 1 thread: 35.4 ms a
@@ -54,13 +60,28 @@ def convertible(values: np.ndarray) -> str | None:
     return None
 
 
-def convert(model: onnx.ModelProto) -> Fp16Result:
+# Ops that read quantization constants (scales, zero points): their inputs keep their type.
+QUANTIZATION_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul",
+     "MatMulIntegerToFloat", "DynamicQuantizeLSTM"}
+)  # fmt: skip
+
+
+def quantization_constants(model: onnx.ModelProto) -> frozenset[str]:
+    """Tensors read by quantization ops or by ops outside the default domain (left as they are)."""
+    return frozenset(
+        t for n in model.graph.node if n.op_type in QUANTIZATION_OPS or n.domain not in ("", "ai.onnx") for t in n.input
+    )
+
+
+def convert(model: onnx.ModelProto, keep: frozenset[str] = frozenset()) -> Fp16Result:
     """Store ``model``'s large float32 initializers as float16, each read through a Cast to float32.
 
-    Edits ``model`` in place (the caller's prepared copy) and returns it with what changed.
+    Edits ``model`` in place (the caller's prepared copy) and returns it with what changed;
+    initializers named in ``keep`` stay as they are (``quantization_constants``).
     """
     graph = model.graph
-    inputs = {i.name for i in graph.input}
+    inputs = {i.name for i in graph.input} | keep
     taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output} | inputs
     taken |= {n.name for n in graph.node}
     casts: list[onnx.NodeProto] = []

@@ -10,7 +10,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ptq
 from bench import zoo
-from ptq.errors import UsageError
 from ptq.quantize import fp16
 from tests.tiny import save, small_cnn
 
@@ -65,9 +64,36 @@ def test_values_float16_cannot_hold_stay_float32():
     assert types["ok_fp16"] == TensorProto.FLOAT16
 
 
-def test_fp16_takes_no_calibration_data(tmp_path):
-    with pytest.raises(UsageError, match="--fp16"):
-        ptq.Config(output=tmp_path / "x.onnx", calibration_data=tmp_path, fp16=True)
+def test_with_calibration_data_only_float_layers_get_float16_weights(tmp_path):
+    """--fp16 -c: int8 as usual; the layers left float (here the log-mel layers the collapse guard keeps) go float16."""
+    from tests.tuning.test_collapse import log_mel, speechlike
+
+    source = tmp_path / "logmel.onnx"
+    onnx.save(log_mel(), source)
+    rng = np.random.default_rng(0)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(8):
+        np.save(calib / f"sample_{i}.npy", speechlike(rng))
+    plain = ptq.convert(source, ptq.Config(output=tmp_path / "plain.onnx", calibration_data=calib, write_ort=False))
+    mixed = ptq.convert(source, ptq.Config(output=tmp_path / "mixed.onnx", calibration_data=calib, fp16=True, write_ort=False))
+    assert mixed.mode == "static" and any(n.startswith("float16 weights") for n in mixed.notes)
+    assert mixed.int8_size_bytes < 0.6 * plain.int8_size_bytes
+    feed = {"audio": speechlike(np.random.default_rng(1))}
+    want, got = run(plain.outputs.onnx, feed)[0], run(mixed.outputs.onnx, feed)[0]
+    assert cosine(want, got) > 0.9999
+
+    cnn = save(small_cnn(), tmp_path / "cnn.onnx")
+    samples = tmp_path / "images"
+    samples.mkdir()
+    for i in range(4):
+        np.save(samples / f"s{i}.npy", np.random.default_rng(i).normal(size=(1, 3, 16, 16)).astype(np.float32))
+    result = ptq.convert(cnn, ptq.Config(output=tmp_path / "cnn.mixed.onnx", calibration_data=samples, fp16=True, write_ort=False))
+    model = onnx.load(result.outputs.onnx)
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    read_by_qdq = {t for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for t in n.input}
+    assert all(types[t] != TensorProto.FLOAT16 for t in read_by_qdq if t in types)
+    assert {e.name: e.kernel for e in result.oplist.nodes}["conv2"] == "int8"
 
 
 def test_ppocr_det_half_size_same_output_deterministic(tmp_path):
