@@ -63,8 +63,10 @@ def measure(tools: tuple[str, ...], work: Path) -> list[str]:
     single = zoo.unpadded_inputs(MODEL, "eval", EVAL_BATCHES)
     reference = {"padded": embeddings(model, padded), "unpadded": embeddings(model, single)}
     lines = [
-        f"{MODEL}: calibrated on {CALIB_BATCHES} padded batches of {zoo.SENTENCE_BATCH} calib sentences; "
-        f"held out: {len(single)} eval sentences in {len(padded)} padded batches and one at a time",
+        (
+            f"{MODEL}: calibrated on {CALIB_BATCHES} padded batches of {zoo.SENTENCE_BATCH} calib sentences; "
+            f"held out: {len(single)} eval sentences in {len(padded)} padded batches and one at a time"
+        ),
         f"float padded vs unpadded: cosine mean {rowwise_cosine(reference['padded'], reference['unpadded']).mean():.6f}",
     ]
     for tool in tools:

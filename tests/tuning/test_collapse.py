@@ -10,9 +10,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ptq
 from bench import zoo
-from ptq.tuning import collapse
 from ptq.config import Config
 from ptq.quantize.plan import make_plan
+from ptq.tuning import collapse
 from tests.tiny import small_cnn
 
 WINDOW, HOP, BINS, MELS = 64, 16, 33, 8
