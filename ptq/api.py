@@ -17,8 +17,10 @@ from pathlib import Path
 import onnx
 
 from ptq import __version__, loader
+from ptq.calibrate.data import input_specs
 from ptq.calibrate.range_file import SavedRanges, read_ranges, save_ranges
 from ptq.calibrate.runner import calibrate, observe
+from ptq.calibrate.samples import iter_samples
 from ptq.config import CalibrationMethod, Config, OutputPaths, WeightRange
 from ptq.errors import OutputError, UsageError
 from ptq.loader import SourceNode
@@ -27,9 +29,9 @@ from ptq.quantize import fp16
 from ptq.quantize.dynamic import quantize_dynamic
 from ptq.quantize.plan import Decision, make_plan
 from ptq.quantize.static import calibrated_tensors, quantize_static
-from ptq.recipe import Recipe
+from ptq.recipe import LATENCY, LatencyRecord, Recipe
 from ptq.rewrites import passes
-from ptq.tuning import bias_correction
+from ptq.tuning import bias_correction, latency
 from ptq.tuning.collapse import describe_guard, guard_log_inputs
 from ptq.tuning.groups import choose_fallback, choose_hybrid, describe_fallback, describe_hybrid
 from ptq.tuning.method import choose_method
@@ -60,6 +62,11 @@ class ConvertResult:
     # from the float model's namesakes by design, so the per-layer table leaves them out.
     rescaled: tuple[str, ...] = ()
     recipe: Recipe = field(default_factory=Recipe)
+
+    @property
+    def latency(self) -> LatencyRecord | None:
+        """Where and how the latency placement was measured (None when it did not run)."""
+        return self.recipe.latency
 
     @property
     def size_ratio(self) -> float:
@@ -107,7 +114,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         halved = fp16.convert(model)
         quantized = Quantized(halved.model, halved.decisions, recipe, 0, [fp16.describe(halved)])
     elif config.static:
-        quantized = quantize_with_ranges(model, config, recipe, saved, progress)
+        quantized = quantize_with_ranges(model, config, recipe, saved, progress, source)
         if config.fp16:  # the layers left float keep float16 weights
             notes.append(fp16.describe(fp16.convert(quantized.model, fp16.quantization_constants(quantized.model))))
     else:
@@ -121,7 +128,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     return ConvertResult(
         source=source,
         outputs=outputs,
-        mode="static" if config.static else "fp16" if config.fp16 else "dynamic",
+        mode=("static" if not _weights_only(quantized.recipe) else "dynamic") if config.static else "fp16" if config.fp16 else "dynamic",
         float_size_bytes=loaded.size_bytes,
         int8_size_bytes=written.onnx_size,
         ort_size_bytes=written.ort_size,
@@ -173,9 +180,13 @@ def starting_recipe(config: Config, saved: SavedRanges | None) -> Recipe:
             " (repeat those options, with -c where they need it, or calibrate anew)"
         )
     weight_range = saved.recipe.weight_range if config.weight_range == WeightRange.AUTO else asked.weight_range
-    return asked.replace(calibration_method=saved.recipe.calibration_method, weight_range=weight_range).placed(
-        *saved.recipe.placements
-    )
+    # The saved latency placement is repeated without measuring, unless this run turns the search off.
+    keep_latency = config.latency_search
+    placements = [p for p in saved.recipe.placements if keep_latency or p.reason != LATENCY]
+    return asked.replace(
+        calibration_method=saved.recipe.calibration_method, weight_range=weight_range,
+        latency=saved.recipe.latency if keep_latency else None,
+    ).placed(*placements)  # fmt: skip
 
 
 @dataclass
@@ -191,14 +202,18 @@ class Quantized:
 
 
 def quantize_with_ranges(
-    model: onnx.ModelProto, config: Config, recipe: Recipe, saved: SavedRanges | None, progress: Progress
-) -> Quantized:
-    """Static mode: ranges (calibrated, or from the file), the scored choices, bias correction,
-    then the QDQ model."""
+    model: onnx.ModelProto, config: Config, recipe: Recipe, saved: SavedRanges | None, progress: Progress,
+    source: Path,
+) -> Quantized:  # fmt: skip
+    """Static mode: ranges (calibrated, or from the file), the scored choices, the latency
+    placement (timed against ``source``, the input file), bias correction, then the QDQ model."""
     notes: list[str] = []
     plan = make_plan(model, config, recipe)
     # Outputs of int8 data-movement nodes and Softmax take no range of their own.
     needed = calibrated_tensors(model, plan)
+    searching = config.latency_search and config.calibration_data is not None and saved is None
+    if searching:  # and what placing convs float needs
+        needed += latency.tensors_to_observe(model, config, recipe, plan)
     scoring = None  # made after the calibration pass, which has checked the samples
     score = math.nan  # of the int8 model as planned so far
     samples = 0
@@ -243,6 +258,16 @@ def quantize_with_ranges(
             recipe, plan, score = picked.recipe, picked.plan, picked.score
             if describe(picked):
                 notes.append(describe(picked))
+    if searching:
+        progress("latency placement", 0, 0)
+        feed = scoring.feeds[0] if scoring is not None else first_sample(model, config)
+        found = latency.search(
+            model, recipe, plan, ranges, config, feed, source, config.latency_budget, progress, config.calibration_data
+        )
+        recipe, plan = found.recipe, found.plan
+    if recipe.latency is not None:
+        placed = sum(1 for p in recipe.placements if p.reason == LATENCY)
+        notes.append(recipe.latency.summary(placed))
     del scoring
 
     if config.save_ranges is not None:
@@ -253,8 +278,27 @@ def quantize_with_ranges(
         recipe = recipe.replace(bias_corrected=corrected)
         notes.append(f"bias correction: {len(corrected)} layer(s) corrected for the mean output shift of their int8 weights")
     progress("quantize", 0, 0)
+    notes += [method_note] if method_note else []
+    if _weights_only(recipe):
+        # No int8 placement beat the original float model on this CPU: the fastest output that
+        # still shrinks the file keeps float kernels with int8 weights (dynamic mode's Conv).
+        fallback = quantize_dynamic(model, config, recipe.replace(placements=_without_latency(recipe.placements)))
+        return Quantized(fallback.model, fallback.decisions, recipe, samples, notes)
     quantized = quantize_static(model, plan, ranges, config)
-    return Quantized(quantized, plan.decisions, recipe, samples, notes + ([method_note] if method_note else []))
+    return Quantized(quantized, plan.decisions, recipe, samples, notes)
+
+
+def _weights_only(recipe: Recipe) -> bool:
+    return recipe.latency is not None and recipe.latency.weights_only
+
+
+def _without_latency(placements):
+    return tuple(p for p in placements if p.reason != LATENCY)
+
+
+def first_sample(model: onnx.ModelProto, config: Config) -> dict:
+    """The first calibration sample (what the latency search times when nothing else read one)."""
+    return next(iter(iter_samples(config.calibration_data, input_specs(model), 1, config.image_format)))
 
 
 def _scores_choices(config: Config) -> bool:

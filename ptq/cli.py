@@ -24,7 +24,7 @@ import cloup
 from click.core import ParameterSource
 
 from ptq import __version__
-from ptq.config import CalibrationMethod, Config, ImageFormat, OutputPaths, Scheme
+from ptq.config import DEFAULT_LATENCY_BUDGET_S, CalibrationMethod, Config, ImageFormat, OutputPaths, Scheme
 from ptq.errors import EXIT_CODES, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, PtqError, UsageError
 
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
@@ -358,6 +358,10 @@ Writes OUT (.onnx), OUT.ort and OUT.ops.json (what onnxruntime runs for every no
     cloup.option("--equalize", is_flag=True, help="Cross-layer equalization of Conv pairs (pays with --per-tensor)."),
     cloup.option("--equalize-activations", is_flag=True, help="-c: equalize depthwise-conv inputs behind Conv -> HardSwish."),
     cloup.option("--smoothquant", type=float, default=None, metavar="ALPHA", help="-c: SmoothQuant with strength ALPHA (e.g. 0.5)."),
+    cloup.option("--latency-search/--no-latency-search", default=None,
+                 help="-c: time placements on this CPU, keep float the int8 convs that slow the model [default: on]."),
+    cloup.option("--latency-budget", type=float, default=None, metavar="SECONDS",
+                 help=f"-c: seconds the latency search may spend [default: {DEFAULT_LATENCY_BUDGET_S:g}]."),
 )  # fmt: skip
 @cloup.option_group(
     "Measurement data",
@@ -420,6 +424,8 @@ def convert_cmd(model: Path, **opts) -> None:
             load_ranges=opts["load_ranges"],
             write_ort=not opts["no_ort"],
             fp16=opts["fp16"],
+            **({} if opts["latency_search"] is None else {"latency_search": opts["latency_search"]}),
+            **({} if opts["latency_budget"] is None else {"latency_budget": opts["latency_budget"]}),
         )
         result = convert(model, config, progress=_Progress(quiet))
     from ptq.report.render import written_files

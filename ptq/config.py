@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ptq.errors import UsageError
@@ -74,6 +74,14 @@ class ImageFormat:
             raise UsageError("--std values must not be 0")
 
 
+# The latency search is on unless a Config says otherwise (the tests of other features turn this
+# off: a measured placement may differ between runs on a busy machine).
+DEFAULT_LATENCY_SEARCH = True
+# Seconds the latency search may spend by default: on the bench models it took 4-35 s on a busy
+# 2-core EPYC (bench/LATENCY_RESULTS.md), so 60 s lets every group be tried there.
+DEFAULT_LATENCY_BUDGET_S = 60.0
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything that decides the output of ``ptq.convert``.
@@ -127,6 +135,13 @@ class Config:
         fp16: without calibration data, write float16 weights that onnxruntime expands to float32
             at load instead of int8 (``ptq.quantize.fp16``): about half the size, float32 kernels
             and latency; with it, static int8 whose float layers keep float16 weights that way.
+        latency_search: static mode with calibration data: time candidate placements with
+            onnxruntime on this CPU and keep float the int8 convs that make the whole model
+            slower (``ptq.tuning.latency``); when no int8 placement beats the original float
+            model, write int8 weights dequantized at load instead. With ``load_ranges`` the
+            placement saved in the file is repeated without measuring (off: the planner's
+            placement). The default comes from ``DEFAULT_LATENCY_SEARCH`` (on).
+        latency_budget: seconds the latency search may spend.
     """
 
     output: Path | None = None
@@ -152,6 +167,8 @@ class Config:
     load_ranges: Path | None = None
     write_ort: bool = True
     fp16: bool = False
+    latency_search: bool = field(default_factory=lambda: DEFAULT_LATENCY_SEARCH)
+    latency_budget: float = DEFAULT_LATENCY_BUDGET_S
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", Scheme(self.weights))
@@ -174,6 +191,8 @@ class Config:
             raise UsageError("--equalize-activations needs -c/--calibration-data: the scales come from the samples' channel maxima")
         if self.smoothquant is not None and self.calibration_data is None:
             raise UsageError("--smoothquant needs -c/--calibration-data: the smoothing scales come from the samples' channel maxima")
+        if not self.latency_budget > 0:
+            raise UsageError(f"--latency-budget must be a positive number of seconds, got {self.latency_budget}")
         if self.calibration_samples is not None and self.calibration_samples < 1:
             raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}")
         self._refuse_sample_options_without_samples()

@@ -26,6 +26,7 @@ HYBRID = "hybrid"  # int8 weights, activations quantized at run time (MatMul/Gem
 # score on the scoring samples rose enough (--auto-hybrid, --auto-fallback).
 USER = "user"
 ACCURACY = "accuracy"
+LATENCY = "latency"  # the whole model measured faster with it float on this CPU (ptq.tuning.latency)
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,127 @@ class Placement:
 
     ``score_db`` is the measurement that decided it, when one did: the output SQNR on the
     scoring samples with this placement added (``group`` names the group the search tried).
+    A LATENCY placement carries the node's own times alone (``int8_ms``: its int8 kernel;
+    ``float_ms``: its float kernel with the Q/DQ at its edges), which ranked it, and ``model_ms``:
+    the whole model's time before and after its group went float, which decided it.
     """
 
     target: str
     runs: str  # FLOAT | HYBRID
-    reason: str  # USER | ACCURACY | a rewrite's name ("smoothquant", ...) | "latency" (to come)
+    reason: str  # USER | ACCURACY | LATENCY | a rewrite's name ("smoothquant", ...)
     score_db: float | None = None
     group: str | None = None
+    int8_ms: float | None = None
+    float_ms: float | None = None
+    model_ms: tuple[float, float] | None = None
+
+    def describe(self) -> str | None:
+        """The reason a plan gives for this placement, when it has its own words (latency)."""
+        if self.reason != LATENCY:
+            return None
+        alone = (
+            f"alone int8 {self.int8_ms:.3f} ms vs float {self.float_ms:.3f} ms with Q/DQ; "
+            if self.int8_ms is not None and self.float_ms is not None
+            else ""
+        )
+        whole = f" ({self.model_ms[0]:.2f} -> {self.model_ms[1]:.2f} ms)" if self.model_ms else ""
+        return f"latency: {alone}the whole model measured faster with {self.group or 'it'} float on this CPU{whole}"
+
+
+@dataclass(frozen=True)
+class LatencyRecord:
+    """Where and how the latency placement was measured (``ptq.tuning.latency``), and what it found.
+
+    Times are medians of the CPU time of the calling thread at ``threads`` intra-op threads;
+    speedups are medians of per-round ratios (both models ran back to back in each round):
+    ``speedup`` = original float (the input file as users run it) / int8 as placed,
+    ``cleanup_speedup`` = original / prepared float (ptq's float rewrites and preparation),
+    ``int8_speedup`` = prepared float / int8 as placed; their product is ``speedup``.
+    ``weights_only``: no int8 placement beat the original float model, so the output holds int8
+    weights with float kernels (measured ``weights_only_speedup``).
+    """
+
+    cpu: str = ""
+    cpu_flags: tuple[str, ...] = ()
+    threads: int = 1
+    original_float_ms: float | None = None
+    prepared_float_ms: float | None = None
+    planned_ms: float | None = None
+    placed_ms: float | None = None
+    speedup: float | None = None
+    cleanup_speedup: float | None = None
+    int8_speedup: float | None = None
+    planned_speedup: float | None = None
+    weights_only_speedup: float | None = None
+    weights_only: bool = False
+    float_groups: tuple[str, ...] = ()
+    seconds: float = 0.0
+    budget_s: float = 0.0
+    out_of_budget: bool = False
+    note: str = ""  # why nothing was measured, or what the figures stand for when unusual
+    measured: bool = True  # False once read back from a ranges file (not saved)
+
+    def summary(self, placed: int) -> str:
+        """One line for the conversion's notes; ``placed``: how many nodes the placement keeps float."""
+        where = f"{self.cpu or 'unknown CPU'} ({', '.join(self.cpu_flags) or 'no int8 flags'}), {self.threads} thread"
+        groups = f" ({', '.join(self.float_groups)})" if self.float_groups else ""
+        if not self.measured:
+            speed = f", measured {self.speedup:.2f}x vs the original float model" if self.speedup else ""
+            tail = "; int8 weights with float kernels (no int8 placement beat float)" if self.weights_only else ""
+            return (
+                f"latency placement from the ranges file (measured on {where}{speed}):"
+                f" {placed} node(s) placed float{groups}{tail}"
+            )
+        if self.speedup is None:
+            return f"latency placement: {self.note}"
+        parts = [
+            f"latency placement on {where}, {self.seconds:.1f} s of a {self.budget_s:g} s budget",
+            f"{placed} node(s) placed float{groups}",
+            (
+                f"original float {self.original_float_ms:.2f} ms, prepared float {self.prepared_float_ms:.2f} ms,"
+                f" int8 as planned {self.planned_ms:.2f} ms, as placed {self.placed_ms:.2f} ms: {self.speedup:.2f}x"
+                f" (float cleanup {self.cleanup_speedup:.2f}x, int8 {self.int8_speedup:.2f}x; thread CPU time,"
+                " medians of per-round ratios, interleaved)"
+            ),
+        ]
+        if self.note:
+            parts.append(self.note)
+        if self.weights_only:
+            parts.append(
+                "no int8 placement beat the original float model: wrote int8 weights dequantized at load with float"
+                f" kernels instead ({self.weights_only_speedup:.2f}x)"
+            )
+        if self.out_of_budget:
+            parts.append("budget spent before every group was tried")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict:
+        data = {k: _num(v) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+        data["cpu_flags"] = list(self.cpu_flags)
+        data["float_groups"] = list(self.float_groups)
+        data.pop("measured")
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> LatencyRecord:
+        if not isinstance(data, dict):
+            raise TypeError("latency is not an object")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in data.items():
+            if key not in fields or key == "measured":
+                continue
+            if key in ("cpu_flags", "float_groups"):
+                values[key] = _strings(value, key)
+            elif key in ("cpu", "note"):
+                values[key] = str(value)
+            elif key in ("weights_only", "out_of_budget"):
+                values[key] = bool(value)
+            elif key == "threads":
+                values[key] = int(value)
+            else:
+                values[key] = None if value is None else float(value)
+        return cls(**values, measured=False)
 
 
 @dataclass(frozen=True)
@@ -65,6 +180,8 @@ class Recipe:
     bias_corrected: layers whose bias absorbed the mean shift of their int8 weights
         (``tuning.bias_correction``; applied after the ranges file is written, not saved in it).
     scoring_samples: how many calibration samples the scores were measured on.
+    latency: where and how the latency placement was measured (its placements are in
+        ``placements`` with reason LATENCY).
     """
 
     calibration_method: CalibrationMethod | None = None
@@ -75,6 +192,7 @@ class Recipe:
     rewrites: tuple[RewriteResult, ...] = ()
     bias_corrected: tuple[str, ...] = ()
     scoring_samples: int = 0
+    latency: LatencyRecord | None = None  # the latency placement's measurements, when it ran
 
     def __post_init__(self) -> None:
         if self.weight_range == WeightRange.AUTO:
@@ -136,7 +254,11 @@ class Recipe:
             "weight_range": self.weight_range.value,
             "weight_range_scores": [[s.candidate, _num(s.score_db)] for s in self.weight_range_scores],
             "placements": [
-                {k: _num(v) if k == "score_db" else v for k, v in dataclasses.asdict(p).items() if v is not None}
+                {
+                    k: _num(v) if k in ("score_db", "int8_ms", "float_ms") else list(v) if k == "model_ms" else v
+                    for k, v in dataclasses.asdict(p).items()
+                    if v is not None
+                }
                 for p in self.placements
             ],
             "rewrites": [
@@ -153,6 +275,7 @@ class Recipe:
             ],
             "bias_corrected": list(self.bias_corrected),
             "scoring_samples": self.scoring_samples,
+            **({"latency": self.latency.to_json()} if self.latency is not None else {}),
         }
 
     @classmethod
@@ -171,6 +294,7 @@ class Recipe:
                 rewrites=tuple(_rewrite(r) for r in document.get("rewrites", [])),
                 bias_corrected=_strings(document.get("bias_corrected", []), "bias_corrected"),
                 scoring_samples=int(document.get("scoring_samples", 0)),
+                latency=LatencyRecord.from_json(document["latency"]) if document.get("latency") is not None else None,
             )
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise CalibrationDataError(f"{where}: the saved recipe is not valid ({exc})") from None
@@ -191,7 +315,13 @@ def _placement(item) -> Placement:
     if not isinstance(item, dict) or item.get("runs") not in (FLOAT, HYBRID) or not isinstance(item.get("target"), str):
         raise TypeError(f"placement {item!r} is not a target run float or hybrid")
     score = item.get("score_db")
-    return Placement(item["target"], item["runs"], str(item.get("reason", USER)), None if score is None else float(score), item.get("group"))
+    number = lambda key: None if item.get(key) is None else float(item[key])
+    model_ms = item.get("model_ms")
+    return Placement(
+        item["target"], item["runs"], str(item.get("reason", USER)), None if score is None else float(score),
+        item.get("group"), number("int8_ms"), number("float_ms"),
+        None if model_ms is None else (float(model_ms[0]), float(model_ms[1])),
+    )  # fmt: skip
 
 
 def _rewrite(item) -> RewriteResult:

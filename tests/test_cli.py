@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto
 
+import ptq.report.env
 from ptq import errors
 from ptq.cli import main
 from tests import tiny
@@ -145,3 +146,26 @@ def test_an_error_caused_by_ctrl_c_counts_as_interrupted():
     except RuntimeError as exc:
         assert cli._interrupted(exc)
     assert not cli._interrupted(RuntimeError("a real bug"))
+
+
+def test_latency_budget_must_be_positive(cnn, tmp_path):
+    calib = tiny.image_samples(tmp_path / "calib", n=2)
+    before = files(tmp_path)
+    check_error(invoke(cnn, "-c", calib, "--latency-budget", "0"), errors.EXIT_USAGE, "--latency-budget", tmp_path, before)
+
+
+@pytest.mark.latency_search
+def test_latency_search_switch_and_budget_reach_the_conversion(cnn, tmp_path):
+    calib = tiny.image_samples(tmp_path / "calib", n=2)
+    on = invoke(
+        cnn, "-c", calib, "-o", tmp_path / "on.onnx", "--latency-budget", "3", "--no-bench", "--save-ranges",
+        tmp_path / "on.json", "--report", tmp_path / "on.md",
+    )  # fmt: skip
+    assert on.exit_code == 0, on.output
+    assert "latency placement on " in on.output and "of a 3 s budget" in on.output
+    cpu = ptq.report.env.cpu_info()["model"]
+    assert f"Latency placement on {cpu}" in (tmp_path / "on.md").read_text()  # the report names the CPU
+    off = invoke(cnn, "-c", calib, "-o", tmp_path / "off.onnx", "--no-latency-search", "--no-bench", "--save-ranges", tmp_path / "off.json")
+    assert off.exit_code == 0, off.output
+    assert "latency placement" not in off.output
+    assert '"latency"' in (tmp_path / "on.json").read_text() and '"latency"' not in (tmp_path / "off.json").read_text()

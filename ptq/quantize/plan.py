@@ -25,7 +25,7 @@ from onnx import TensorProto
 from ptq.config import Config, Scheme
 from ptq.graph import attr, consumers, elem_types, has_subgraph, initializers, producers, to_array
 from ptq.quantize import hardsigmoid, kernels, lstm, masks
-from ptq.recipe import Recipe
+from ptq.recipe import FLOAT, Recipe
 
 # Roles of quantized nodes.
 WEIGHTED = "weighted"  # Conv/MatMul/Gemm/ConvTranspose with int8 weights
@@ -188,8 +188,9 @@ def placed_float_reason(node: onnx.NodeProto, recipe: Recipe) -> str | None:
     """Why ``node`` stays float whatever the mode (static or dynamic): placed float by the
     recipe, control flow, or a custom domain; None otherwise."""
     if is_excluded(node, recipe.float_targets):
-        # the reason text predates the recipe's reasons; kept so outputs stay byte-identical
-        return "excluded by the user (--exclude)"
+        own = next((p.describe() for p in recipe.placements if p.runs == FLOAT and p.target == node.name), None)
+        # the other reasons' text predates the recipe's reasons; kept so outputs stay byte-identical
+        return own or "excluded by the user (--exclude)"
     if has_subgraph(node):
         return f"control flow ({node.op_type}): its body is kept float"
     if node.domain not in ("", "ai.onnx"):

@@ -23,7 +23,7 @@ import onnx
 from ptq import qmath
 from ptq.config import Config, Scheme
 from ptq.errors import UnsupportedModelError
-from ptq.graph import consumers, initializers, producers, to_array
+from ptq.graph import attr, consumers, initializers, producers, to_array
 from ptq.quantize import hardsigmoid, kernels, lstm
 from ptq.quantize.dynamic import hybrid_matmul, int8_gather
 from ptq.quantize.plan import ABSORBED, HYBRID, MOVEMENT, TABLE, WEIGHT_ONLY, WEIGHTED, Plan
@@ -224,8 +224,15 @@ def quantize_static(
                 emit_quantize(tensor, renamed[tensor])
                 readers = read_by.get(tensor, [])
                 if tensor in graph_outputs or any(not _reads_quantized(r, tensor, plan) for r in readers):
-                    scale, zero_point = params_of(tensor)
-                    nodes.append(builder.dequantize_node(quantized_name[tensor], scale, zero_point, tensor))
+                    channels = _float_weighted_channels(tensor, readers, plan, inits)
+                    if channels is None:
+                        scale, zero_point = params_of(tensor)
+                        nodes.append(builder.dequantize_node(quantized_name[tensor], scale, zero_point, tensor))
+                    else:
+                        qp = qparams[tensor]
+                        scale = builder.constant(f"{tensor}/scale_per_axis", np.full(channels, qp.scale, np.float32))
+                        zero_point = builder.constant(f"{tensor}/zero_point_per_axis", np.full(channels, qp.zero_point))
+                        nodes.append(builder.dequantize_node(quantized_name[tensor], scale, zero_point, tensor, axis=1))
             else:
                 emit_quantize(tensor, tensor)
     return finish(model, nodes, builder)
@@ -249,6 +256,30 @@ def _emit_table(node, table: hardsigmoid.TableParams, builder, nodes, params_of,
         )
     )  # fmt: skip
     quantized_name[gate] = q_out
+
+
+def _float_weighted_channels(tensor: str, readers, plan: Plan, inits) -> int | None:
+    """The channel count of ``tensor`` when a float Conv/ConvTranspose/Gemm with a constant weight
+    reads it (its first input), else None.
+
+    onnxruntime (1.32, ``WeightBiasQuantization``) quantizes the float weight of such a node to
+    8-bit per-tensor int8 when its input comes from a DequantizeLinear with a scalar scale, and
+    then fuses it into QLinearConv: a conv the plan keeps float would silently run int8 with
+    coarser weights. The same dequantization written per axis (one equal scale per channel) is
+    exact and leaves the node float."""
+    for reader in readers:
+        if plan.role(reader.name) is not None or reader.op_type not in ("Conv", "ConvTranspose", "Gemm"):
+            continue
+        if not reader.input or reader.input[0] != tensor or len(reader.input) < 2 or reader.input[1] not in inits:
+            continue
+        dims = list(inits[reader.input[1]].dims)
+        if reader.op_type == "Conv" and len(dims) >= 2:
+            return dims[1] * int(attr(reader, "group", 1))
+        if reader.op_type == "ConvTranspose" and dims:
+            return dims[0]
+        if reader.op_type == "Gemm" and len(dims) == 2 and not attr(reader, "transA", 0):
+            return dims[1] if attr(reader, "transB", 0) else dims[0]
+    return None
 
 
 def _reads_quantized(reader: onnx.NodeProto, tensor: str, plan: Plan) -> bool:

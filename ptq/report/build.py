@@ -419,10 +419,22 @@ def report_conversion(
             "ort_size_bytes": result.ort_size_bytes,
             "seconds": result.seconds,
             "notes": list(result.notes),
+            "latency_placement": _latency_placement(result),
         },
     )
+    # where and how the int8 placement was measured
+    report.notes += [n for n in result.notes if n.startswith("latency placement")]
     node_kernels = {entry.name: entry.kernel for entry in result.oplist.nodes}
     return _measure_pair(report, (source, output), progress, tuple(getattr(result, "rescaled", ())), node_kernels)
+
+
+def _latency_placement(result) -> dict | None:
+    """The latency search's record and the nodes it placed float (with their measured times)."""
+    recipe = getattr(result, "recipe", None)
+    if recipe is None or recipe.latency is None:
+        return None
+    placed = recipe.to_json()["placements"]
+    return {**recipe.latency.to_json(), "float_nodes": [p for p in placed if p.get("reason") == "latency"]}
 
 
 def report_comparison(a: Path, b: Path, data_dir: DataSource | None, options: MeasureOptions,

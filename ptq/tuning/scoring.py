@@ -42,9 +42,9 @@ class Scoring:
     and shared by every accuracy-aware choice (method, hybrid groups, float fallback), so the
     samples are read and the float model run once, whatever is chosen."""
 
-    def __init__(self, model: onnx.ModelProto, config: Config, data_dir: Path):
+    def __init__(self, model: onnx.ModelProto, config: Config, data_dir: Path, samples: int = SCORING_SAMPLES):
         self.model = model
-        limit = min(SCORING_SAMPLES, config.calibration_samples or SCORING_SAMPLES)
+        limit = min(samples, config.calibration_samples or samples)
         self.feeds = list(iter_samples(data_dir, input_specs(model), limit, config.image_format))
         # Serialized here rather than by ``session``: the caller checked the size already, and
         # ``session`` would measure it again (ByteSize costs a serialization: 0.12 s on MiniLM).

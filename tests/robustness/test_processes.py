@@ -72,7 +72,7 @@ def _limited_run(model, calib, out, tmp, limit: int) -> subprocess.CompletedProc
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
         from ptq.cli import main
-        sys.argv = ["ptq", "convert", {str(model)!r}, "-c", {str(calib)!r}, "-o", {str(out / "q.onnx")!r}]
+        sys.argv = ["ptq", "convert", {str(model)!r}, "-c", {str(calib)!r}, "-o", {str(out / "q.onnx")!r}, "--no-latency-search"]
         main()
     """)
     env = {**os.environ, "TMPDIR": str(tmp)}
