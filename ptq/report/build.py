@@ -422,7 +422,7 @@ def report_conversion(
             "latency_placement": _latency_placement(result),
         },
     )
-    # where and how the int8 placement was measured
+    # where and how the int8 placement was measured (the Markdown and HTML reports show report notes)
     report.notes += [n for n in result.notes if n.startswith("latency placement")]
     node_kernels = {entry.name: entry.kernel for entry in result.oplist.nodes}
     return _measure_pair(report, (source, output), progress, tuple(getattr(result, "rescaled", ())), node_kernels)

@@ -546,6 +546,8 @@ def search(
         seconds=time.perf_counter() - started,
         out_of_budget=out_of_budget,
     )
+    if current:  # the plan again, its reasons now quoting the model times that decided them
+        current_plan = builder.plan(current) or current_plan
     return Search(
         recipe.placed(*current.values()).replace(latency=record), current_plan, tuple(estimates), tuple(trials)
     )
