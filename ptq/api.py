@@ -37,6 +37,10 @@ from ptq.tuning.groups import choose_fallback, choose_hybrid, describe_fallback,
 from ptq.tuning.method import choose_method
 from ptq.tuning.scoring import scoring_for
 from ptq.tuning.weight_range import choose_weight_range
+from ptq.tuning import targets, validation
+from ptq.tuning.figures import Figures
+from ptq.calibrate.data import input_specs
+from ptq.calibrate.samples import Samples
 from ptq.write.atomic import transaction
 from ptq.write.onnx_file import data_path, serialize, write_onnx
 from ptq.write.oplist import OpList, build_oplist, optimized_graph, write_oplist
@@ -62,6 +66,11 @@ class ConvertResult:
     # from the float model's namesakes by design, so the per-layer table leaves them out.
     rescaled: tuple[str, ...] = ()
     recipe: Recipe = field(default_factory=Recipe)
+    # How the calibration samples were split (static mode with data), the written model's figures
+    # on the validation samples, and the accuracy search, when one ran (``ptq.tuning``).
+    split: validation.Split | None = None
+    held_out: Figures | None = None
+    accuracy: targets.SearchResult | None = None
 
     @property
     def latency(self) -> LatencyRecord | None:
@@ -139,6 +148,9 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
         seconds=time.perf_counter() - started,
         rescaled=quantized.recipe.rescaled,
         recipe=quantized.recipe,
+        split=quantized.split,
+        held_out=quantized.held_out,
+        accuracy=quantized.accuracy,
     )
 
 
@@ -199,6 +211,9 @@ class Quantized:
     recipe: Recipe
     samples: int = 0
     notes: list[str] = field(default_factory=list)
+    split: validation.Split | None = None
+    held_out: Figures | None = None
+    accuracy: targets.SearchResult | None = None
 
 
 def quantize_with_ranges(
@@ -218,14 +233,23 @@ def quantize_with_ranges(
     score = math.nan  # of the int8 model as planned so far
     samples = 0
     method_note = None
+    # Every measured choice below, and the fidelity check at the end, scores on held-out
+    # validation samples the ranges are not fitted on (``tuning.validation``).
+    split = fit = None
+    if saved is None:
+        split = validation.split(
+            len(Samples(config.calibration_data, input_specs(model), config.calibration_samples, config.image_format))
+        )
+        fit = split.fit
+        notes.append(split.describe())
     if saved is not None:
         ranges = saved.ranges(needed)
     elif config.calibration_method == CalibrationMethod.AUTO:
         observers, samples = observe(
             model, needed, config.calibration_data, limit=config.calibration_samples,
-            progress=steps(progress, "calibrate"), image_format=config.image_format,
+            progress=steps(progress, "calibrate"), image_format=config.image_format, indices=fit,
         )  # fmt: skip
-        scoring = scoring_for(model, config, config.calibration_data)
+        scoring = scoring_for(model, config, config.calibration_data, split)
         choice = choose_method(recipe, plan, observers, config, scoring, progress=steps(progress, "choose method"))
         del observers
         ranges, recipe, score, method_note = choice.ranges, choice.recipe, choice.score, choice.describe()
@@ -233,9 +257,9 @@ def quantize_with_ranges(
         ranges, samples = calibrate(
             model, needed, config.calibration_data, method=config.calibration_method, percentile=config.percentile,
             limit=config.calibration_samples, progress=steps(progress, "calibrate"), image_format=config.image_format,
+            indices=fit,
         )  # fmt: skip
-        if _scores_choices(config):
-            scoring = scoring_for(model, config, config.calibration_data)
+        scoring = scoring_for(model, config, config.calibration_data, split)  # for the fidelity check if nothing else
 
     if config.weight_range == WeightRange.AUTO and scoring is not None:
         progress("choose weight range", 0, 0)
@@ -268,6 +292,20 @@ def quantize_with_ranges(
     if recipe.latency is not None:
         placed = sum(1 for p in recipe.placements if p.reason == LATENCY)
         notes.append(recipe.latency.summary(placed))
+    held_out = search = None
+    if scoring is not None:
+        method_used = recipe.calibration_method
+
+        def more_ranges(tensors: list[str]) -> dict:
+            # what an accuracy placement needs beyond the plan's ranges: the same samples and method
+            return calibrate(
+                model, tensors, config.calibration_data, method=method_used, percentile=config.percentile,
+                limit=config.calibration_samples, image_format=config.image_format, indices=fit,
+            )[0]  # fmt: skip
+
+        outcome = targets.ensure_fidelity(scoring, plan, ranges, config, recipe, progress, more_ranges)
+        plan, recipe, ranges, held_out, search = outcome.plan, outcome.recipe, outcome.ranges, outcome.figures, outcome.search
+        notes.extend(search.describe() if search is not None else [f"fidelity on {scoring.scored_on}: {held_out.describe()}"])
     del scoring
 
     if config.save_ranges is not None:
@@ -283,9 +321,9 @@ def quantize_with_ranges(
         # No int8 placement beat the original float model on this CPU: the fastest output that
         # still shrinks the file keeps float kernels with int8 weights (dynamic mode's Conv).
         fallback = quantize_dynamic(model, config, recipe.replace(placements=_without_latency(recipe.placements)))
-        return Quantized(fallback.model, fallback.decisions, recipe, samples, notes)
+        return Quantized(fallback.model, fallback.decisions, recipe, samples, notes, split, held_out, search)
     quantized = quantize_static(model, plan, ranges, config)
-    return Quantized(quantized, plan.decisions, recipe, samples, notes)
+    return Quantized(quantized, plan.decisions, recipe, samples, notes, split, held_out, search)
 
 
 def _weights_only(recipe: Recipe) -> bool:
@@ -299,13 +337,6 @@ def _without_latency(placements):
 def first_sample(model: onnx.ModelProto, config: Config) -> dict:
     """The first calibration sample (what the latency search times when nothing else read one)."""
     return next(iter(iter_samples(config.calibration_data, input_specs(model), 1, config.image_format)))
-
-
-def _scores_choices(config: Config) -> bool:
-    """Whether a run with a fixed calibration method scores anything (one ``Scoring`` for all)."""
-    return config.calibration_data is not None and config.load_ranges is None and (
-        config.auto_hybrid or config.auto_fallback or config.weight_range == WeightRange.AUTO
-    )
 
 
 def quantize_weights_only(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: Progress) -> Quantized:

@@ -25,7 +25,7 @@ from click.core import ParameterSource
 
 from ptq import __version__
 from ptq.config import DEFAULT_LATENCY_BUDGET_S, CalibrationMethod, Config, ImageFormat, OutputPaths, Scheme
-from ptq.errors import EXIT_CODES, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, PtqError, UsageError
+from ptq.errors import EXIT_CODES, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, PtqError, TargetMissedError, UsageError
 
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
     textwrap.fill(text, 78, initial_indent=f"  {code:>3}  ", subsequent_indent=" " * 7) for code, text in EXIT_CODES.items()
@@ -364,6 +364,15 @@ Writes OUT (.onnx), OUT.ort and OUT.ops.json (what onnxruntime runs for every no
                  help=f"-c: seconds the latency search may spend [default: {DEFAULT_LATENCY_BUDGET_S:g}]."),
 )  # fmt: skip
 @cloup.option_group(
+    "Accuracy targets (-c: on held-out calibration samples; exit 8 when unreachable)",
+    cloup.option("--target-cosine", type=float, metavar="C", help="Keep the fewest regions float (or hybrid) so that output cosine >= C."),
+    cloup.option("--target-sqnr", type=float, metavar="DB", help="The same for output SQNR >= DB decibels."),
+    cloup.option("--target-top1", type=float, metavar="P", help="The same for top-1 agreement >= P (a fraction)."),
+    cloup.option("--metric", metavar="MODULE:FUNCTION",
+                 help="Your metric: FUNCTION(reference, candidate) -> float, higher is better; each a list over samples of {output: array}."),
+    cloup.option("--target-metric", type=float, metavar="X", help="The same for --metric >= X."),
+)  # fmt: skip
+@cloup.option_group(
     "Measurement data",
     cloup.option("--eval-data", type=click.Path(path_type=Path), metavar="PATH",
                  help="Held-out samples (calibration format) for the figures [default: the calibration samples, labelled"
@@ -426,6 +435,11 @@ def convert_cmd(model: Path, **opts) -> None:
             fp16=opts["fp16"],
             **({} if opts["latency_search"] is None else {"latency_search": opts["latency_search"]}),
             **({} if opts["latency_budget"] is None else {"latency_budget": opts["latency_budget"]}),
+            target_cosine=opts["target_cosine"],
+            target_sqnr=opts["target_sqnr"],
+            target_top1=opts["target_top1"],
+            metric=opts["metric"],
+            target_metric=opts["target_metric"],
         )
         result = convert(model, config, progress=_Progress(quiet))
     from ptq.report.render import written_files
@@ -446,6 +460,11 @@ def convert_cmd(model: Path, **opts) -> None:
                 _echo(layer_table(measured))
         if measured is not None:
             _finish(measured, reports, quiet)
+        if result.accuracy is not None and not result.accuracy.met:
+            raise TargetMissedError(
+                f"target {result.accuracy.target.describe()} not met on {result.accuracy.scored_on}; the best placement"
+                f" found was written ({result.accuracy.figures.describe()})"
+            )
 
 
 @main.command(epilog=EXIT_CODE_HELP, short_help="Size, latency and fidelity of model B against model A.")

@@ -128,6 +128,14 @@ class Config:
         equalize_activations: static mode, needs calibration data: equalize the per-channel
             ranges of depthwise-conv inputs behind Conv -> HardSwish blocks (``ptq.rewrites.equalize_activations``),
             exact in float, one float per-channel Mul per block.
+        target_cosine, target_sqnr, target_top1: static mode, with calibration data: fidelity
+            targets on the held-out validation samples (output cosine, SQNR in dB, top-1
+            agreement; the worst output counts, as for the --min-* gates). Where the int8 model
+            misses one, the most damaging regions go back to float (or hybrid) until it holds
+            (``ptq.tuning.targets``).
+        metric: ``module:function`` scoring float against quantized outputs, higher is better
+            (``function(reference, candidate)``, each a list over samples of {output name: array});
+            ``target_metric`` is its target.
         image_format: how image files in the calibration folder become inputs.
         save_ranges: write the calibrated ranges to this JSON file.
         load_ranges: take ranges from this JSON file instead of calibrating.
@@ -162,6 +170,11 @@ class Config:
     weight_range: WeightRange = WeightRange.MINMAX
     equalize: bool = False
     equalize_activations: bool = False
+    target_cosine: float | None = None
+    target_sqnr: float | None = None
+    target_top1: float | None = None
+    metric: str | None = None
+    target_metric: float | None = None
     image_format: ImageFormat = ImageFormat()
     save_ranges: Path | None = None
     load_ranges: Path | None = None
@@ -193,6 +206,16 @@ class Config:
             raise UsageError("--smoothquant needs -c/--calibration-data: the smoothing scales come from the samples' channel maxima")
         if not self.latency_budget > 0:
             raise UsageError(f"--latency-budget must be a positive number of seconds, got {self.latency_budget}")
+        if self.target_cosine is not None and not -1.0 <= self.target_cosine <= 1.0:
+            raise UsageError(f"--target-cosine must be in [-1, 1], got {self.target_cosine}")
+        if self.target_top1 is not None and not 0.0 <= self.target_top1 <= 1.0:
+            raise UsageError(f"--target-top1 is a fraction in [0, 1], got {self.target_top1}")
+        if (self.metric is None) != (self.target_metric is None):
+            raise UsageError("--metric and --target-metric go together: the metric and the value it must reach")
+        if self.metric is not None and (self.metric.count(":") != 1 or not all(self.metric.split(":"))):
+            raise UsageError(f"--metric takes module:function, got {self.metric!r}")
+        if self.has_target and self.calibration_data is None:
+            raise UsageError("--target-* needs -c/--calibration-data: targets are checked on held-out calibration samples")
         if self.calibration_samples is not None and self.calibration_samples < 1:
             raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}")
         self._refuse_sample_options_without_samples()
@@ -227,6 +250,10 @@ class Config:
     def mse_weights(self) -> bool:
         """Whether weights take MSE-clipped ranges (auto means min/max until ``tuning.weight_range`` picks)."""
         return self.weight_range == WeightRange.MSE
+
+    @property
+    def has_target(self) -> bool:
+        return any(v is not None for v in (self.target_cosine, self.target_sqnr, self.target_top1, self.target_metric))
 
     @property
     def static(self) -> bool:

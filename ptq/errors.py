@@ -13,6 +13,8 @@ EXIT_UNSUPPORTED_MODEL = 4  # valid ONNX that ptq cannot quantize (not float32, 
 EXIT_BAD_CALIBRATION = 5  # calibration files missing, unreadable or not matching the model inputs
 EXIT_GATE_FAILED = 6  # a report threshold (--min-cosine, ...) was not met; outputs were written
 EXIT_OUTPUT = 7  # the output could not be written (disk full, permission, -o equals the input)
+EXIT_TARGET_MISSED = 8  # a --target-* was not met on the validation samples; the best model found was written
+EXIT_COLLAPSED = 9  # the int8 model's fidelity collapsed and no float placement lifted it; nothing written
 EXIT_INTERNAL = 70  # a bug in ptq (EX_SOFTWARE); the message asks for a report
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT, the shell's convention)
 
@@ -24,6 +26,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_BAD_CALIBRATION: "calibration or eval data is missing, unreadable or does not fit the model inputs",
     EXIT_GATE_FAILED: "a quality gate failed (outputs and report were still written)",
     EXIT_OUTPUT: "an output file could not be written, or would overwrite the input",
+    EXIT_TARGET_MISSED: "a --target-* was not met: the best model found was written, its figures in the summary and report",
+    EXIT_COLLAPSED: "the int8 model's outputs collapsed (cosine < 0.9) and no float placement lifted them; nothing written",
     EXIT_INTERNAL: "internal error in ptq (please report it)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGTERM): while converting, nothing is written; while measuring,"
     " the outputs are complete and no report is written",
@@ -58,3 +62,13 @@ class OutputError(PtqError):
 
 class GateFailedError(PtqError):
     exit_code = EXIT_GATE_FAILED
+
+
+class TargetMissedError(PtqError):
+    """Raised by the CLI after the outputs and reports are written, when a target was not met."""
+
+    exit_code = EXIT_TARGET_MISSED
+
+
+class FidelityCollapsedError(PtqError):
+    exit_code = EXIT_COLLAPSED

@@ -31,7 +31,7 @@ def test_static_cnn_runs_int8_where_onnxruntime_can(cnn, tmp_path):
     assert kinds["residual"] == ("int8", "QLinearAdd")
     assert kinds["relu1"][0] == "int8"  # folded into conv1's QuantizeLinear
     assert kinds["fc"] == ("int8", "QGemm")
-    assert result.calibration_samples == 6
+    assert result.calibration_samples == 5 and len(result.split.validation) == 1  # one of the 6 held out
 
     quantized = onnx.load(str(result.outputs.onnx))
     ops = Counter(n.op_type for n in quantized.graph.node)
@@ -122,7 +122,8 @@ def test_constant_and_zero_weights_get_safe_scales(tmp_path):
 def test_static_embeddings_are_int8_and_hybrid_is_honoured(tmp_path):
     model = tiny.save(tiny.embedding_mlp(), tmp_path / "emb.onnx")
     calib = tiny.id_samples(tmp_path / "calib")
-    result = ptq.convert(model, ptq.Config(calibration_data=calib, hybrid=("fc2",)))
+    # auto-hybrid off: this checks --hybrid, and auto-hybrid's pick on 1 held-out sample of 4 varies
+    result = ptq.convert(model, ptq.Config(calibration_data=calib, hybrid=("fc2",), auto_hybrid=False))
     kinds = {e.name: e for e in result.oplist.nodes}
     assert kinds["fc1"].runs_as == "QLinearMatMul" or kinds["fc1"].kernel == "int8"
     assert kinds["fc2"].kernel == "hybrid"

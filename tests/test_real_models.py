@@ -67,7 +67,9 @@ def test_ppocr_cls(tmp_path, static):
 
 @pytest.mark.parametrize("static", [True, False], ids=["static", "dynamic"])
 def test_ppocr_det(tmp_path, static):
-    result, cosines = check_conversion("ppocr-det", tmp_path, static)
+    # 12 calibration samples: 9 fit the ranges, 3 validate the choices (with 8, 6 fitting samples
+    # underfit percentile: 0.916 on these 4 eval samples; 12 give 0.928)
+    result, cosines = check_conversion("ppocr-det", tmp_path, static, n_calib=12)
     assert result.size_ratio <= 0.31
     # 0.93 on a VNNI CPU with 8-bit weights; 0.92 with the portable 7-bit default on AVX2.
     assert np.mean(cosines) >= 0.92

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -98,6 +98,7 @@ def calibrate(
     limit: int | None = None,
     progress: Progress | None = None,
     image_format: ImageFormat | None = None,
+    indices: Collection[int] | None = None,
 ) -> tuple[dict[str, tuple[float, float]], int]:
     """Range of every tensor in ``tensors`` over the samples in ``data_dir``, by ``method``.
 
@@ -112,7 +113,7 @@ def calibrate(
     fine = method in (CalibrationMethod.MSE, CalibrationMethod.ENTROPY)
     observers, used = observe(
         model, tensors, data_dir, histogram, limit, progress, image_format,
-        nonlinear_images=not fine, exact=method == CalibrationMethod.ENTROPY,
+        nonlinear_images=not fine, exact=method == CalibrationMethod.ENTROPY, indices=indices,
     )  # fmt: skip
     return {name: choose_range(obs, method, percentile) for name, obs in observers.items()}, used
 
@@ -128,6 +129,7 @@ def observe(
     batch_budget: int = BATCH_BUDGET_BYTES,
     nonlinear_images: bool = True,
     exact: bool = False,
+    indices: Collection[int] | None = None,
 ) -> tuple[dict[str, MinMaxObserver | HistogramObserver], int]:
     """One observer per tensor in ``tensors``, fed every sample in ``data_dir``: a histogram
     observer (any method's range can be chosen from it afterwards) or a plain min/max one.
@@ -143,7 +145,7 @@ def observe(
         ``(observers, samples_used)``.
     """
     specs = input_specs(model)
-    samples = Samples(data_dir, specs, limit, image_format)
+    samples = Samples(data_dir, specs, limit, image_format, indices)  # ``indices``: the fitting part of a split
     total = samples.count or 0  # 0: a Python source without len(), counted as it is read
     same = same_values(model, tensors)
     derived = derived_values(model, tensors, same, nonlinear_images)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -124,10 +124,18 @@ class Samples:
 
     ``count`` is the number of samples, from file headers or the Python object's ``len()``, and
     None when a Python source has no length; iterating yields checked feed dicts one at a time,
-    anew on every iteration."""
+    anew on every iteration. ``indices`` keeps only the samples at those positions (0-based,
+    among the first ``limit``): the fitting or the validation part of a split
+    (``ptq.tuning.validation``)."""
 
     def __init__(self, data: DataSource, specs: list[InputSpec], limit: int | None = None,
-                 image_format: ImageFormat | None = None):  # fmt: skip
+                 image_format: ImageFormat | None = None, indices: Collection[int] | None = None):  # fmt: skip
+        self.indices = None if indices is None else frozenset(indices)
+        self._select(data, specs, limit, image_format)
+        if self.indices is not None and self.count is not None:
+            self.count = sum(1 for i in self.indices if 0 <= i < self.count)
+
+    def _select(self, data, specs, limit, image_format) -> None:
         self.specs = specs
         self.image_format = image_format
         self.limit = limit
@@ -144,6 +152,7 @@ class Samples:
                 self.files.append(scanned)
                 total += scanned.count
             self.count: int | None = total if limit is None else min(total, limit)
+            self.available = self.count
             return
         _check_repeatable(data)
         size = None if callable(data) and not hasattr(data, "get_next") else _length(data)
@@ -155,13 +164,16 @@ class Samples:
         return self.count
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        if is_path(self.data):
-            yield from self._from_files()
-        else:
-            yield from self._from_python()
+        source = self._from_files() if is_path(self.data) else self._from_python()
+        if self.indices is None:
+            yield from source
+            return
+        for position, feed in enumerate(source):  # the others are read (and checked) but not kept
+            if position in self.indices:
+                yield feed
 
     def _from_files(self) -> Iterator[dict[str, np.ndarray]]:
-        left = self.count
+        left = self.available
         for sample_file in self.files:
             if left <= 0:
                 return
@@ -263,6 +275,7 @@ def _to_array(label: str, name: object, value: object) -> np.ndarray:
 
 
 def iter_samples(data: DataSource, specs: list[InputSpec], limit: int | None = None,
-                 image_format: ImageFormat | None = None) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
+                 image_format: ImageFormat | None = None, indices: Collection[int] | None = None,
+                 ) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
     """Feed dicts from ``data``, one sample at a time (nothing is kept between samples)."""
-    yield from Samples(data, specs, limit, image_format)
+    yield from Samples(data, specs, limit, image_format, indices)

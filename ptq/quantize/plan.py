@@ -25,7 +25,7 @@ from onnx import TensorProto
 from ptq.config import Config, Scheme
 from ptq.graph import attr, consumers, elem_types, has_subgraph, initializers, producers, to_array
 from ptq.quantize import hardsigmoid, kernels, lstm, masks
-from ptq.recipe import FLOAT, Recipe
+from ptq.recipe import ACCURACY, FLOAT, Recipe
 
 # Roles of quantized nodes.
 WEIGHTED = "weighted"  # Conv/MatMul/Gemm/ConvTranspose with int8 weights
@@ -184,10 +184,27 @@ def make_plan(model: onnx.ModelProto, config: Config, recipe: Recipe | None = No
     return Plan(decisions, activations, weights, recipe.mse_weights)
 
 
+def accuracy_reason(node: onnx.NodeProto, recipe: Recipe, runs: str) -> str | None:
+    """The op-list reason of a node the accuracy search placed (``ptq.tuning.targets``), with the
+    gain it measured alone (``score_db``), or None for any other placement."""
+    for p in recipe.placements:
+        if p.reason == ACCURACY and p.runs == runs and p.target == node.name and p.group == ACCURACY_GROUP:
+            how = "float" if runs == "float" else "hybrid (int8 weight, activation quantized at run time)"
+            return f"accuracy: kept {how}, {p.score_db:+.1f} dB alone on the validation samples"
+    return None
+
+
+# ``Placement.group`` of the accuracy search's placements (``ptq.tuning.sensitivity``)
+ACCURACY_GROUP = "accuracy search"
+
+
 def placed_float_reason(node: onnx.NodeProto, recipe: Recipe) -> str | None:
     """Why ``node`` stays float whatever the mode (static or dynamic): placed float by the
     recipe, control flow, or a custom domain; None otherwise."""
     if is_excluded(node, recipe.float_targets):
+        measured = accuracy_reason(node, recipe, "float")
+        if measured:
+            return measured
         own = next((p.describe() for p in recipe.placements if p.runs == FLOAT and p.target == node.name), None)
         # the other reasons' text predates the recipe's reasons; kept so outputs stay byte-identical
         return own or "excluded by the user (--exclude)"
@@ -275,7 +292,7 @@ def _weighted_decision(node, config, recipe, inits, is_float_activation, weights
     if op in kernels.HYBRID and (node.name in recipe.hybrid_targets or op in recipe.hybrid_targets):
         # The run-time range of each input adapts to that input: what an activation with rare
         # huge outliers (a transformer's FFN after GELU) needs, at a small cost in speed.
-        return Decision(True, HYBRID, reason="run hybrid by request (--hybrid)")
+        return Decision(True, HYBRID, reason=accuracy_reason(node, recipe, "hybrid") or "run hybrid by request (--hybrid)")
     if op == "MatMul" and len(weight.dims) != 2:
         return Decision(False, reason="MatMul weight is not 2-D")
     weights[node.name] = (1, weight_axis(node, weight, config.per_channel))

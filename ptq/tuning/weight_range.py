@@ -24,6 +24,7 @@ class WeightRangeChoice:
     plan: Plan  # the plan with the chosen weight range
     minmax_score: float
     mse_score: float
+    scored_on: str = "the scoring samples"
 
     @property
     def score(self) -> float:
@@ -32,7 +33,7 @@ class WeightRangeChoice:
     def describe(self) -> str:
         picked = self.recipe.weight_range.value
         return (
-            f"weight range auto: {picked} (output SQNR on the scoring samples: minmax {self.minmax_score:.1f} dB,"
+            f"weight range auto: {picked} (output SQNR on {self.scored_on}: minmax {self.minmax_score:.1f} dB,"
             f" mse {self.mse_score:.1f} dB; mse needs +{WEIGHT_MSE_GAIN_DB:g} dB)"
         )
 
@@ -52,4 +53,5 @@ def choose_weight_range(
         mse_plan if keep_mse else dataclasses.replace(plan, mse_weights=False),
         minmax_score,
         mse_score,
+        scoring.scored_on,
     )

@@ -29,7 +29,7 @@ def test_one_file_of_samples_calibrates_like_one_file_per_sample(tmp_path):
         out = tmp_path / f"q{len(outputs)}.onnx"
         result = ptq.convert(model, ptq.Config(output=out, calibration_data=data, calibration_samples=13,
                                                calibration_method="percentile", write_ort=False))  # fmt: skip
-        assert result.calibration_samples == 13  # samples, not files
+        assert result.calibration_samples == 10 and result.split.total == 13  # samples, not files (3 held out)
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1] == outputs[2]
     fewer = tmp_path / "fewer.onnx"

@@ -1,0 +1,155 @@
+"""Fidelity targets: the fewest regions out of int8 until the target holds on held-out samples;
+no silent collapse; the decisions recorded so --load-ranges rebuilds the same model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+import ptq
+from ptq.cli import main
+from ptq.errors import EXIT_COLLAPSED, EXIT_TARGET_MISSED, FidelityCollapsedError, UsageError
+from ptq.tuning import targets
+from ptq.tuning.figures import Figures, Target, cosine_db, figures_of
+from tests import tiny
+
+
+def difference_model() -> onnx.ModelProto:
+    """y = x W1 - x W2 with W2 close to W1: int8 rounding of either product swamps the small
+    difference (the output collapses), and only both MatMuls float give it back."""
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(size=(16, 8)).astype(np.float32)
+    w2 = (w1 + 0.02 * rng.normal(size=(16, 8))).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["a"], name="fc_a"),
+        helper.make_node("MatMul", ["x", "w2"], ["b"], name="fc_b"),
+        helper.make_node("Sub", ["a", "b"], ["y"], name="difference"),
+    ]
+    graph = helper.make_graph(
+        nodes, "difference",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def vector_samples(folder, n: int = 12) -> str:
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        np.savez(folder / f"s{i:02d}.npz", x=rng.normal(size=(4, 16)).astype(np.float32))
+    return str(folder)
+
+
+def test_figures_are_the_worst_output_and_targets_check_each():
+    ref = [[np.array([1.0, 2.0, 3.0]), np.array([1.0, 0.0])]]
+    good = [[np.array([1.0, 2.0, 3.1]), np.array([1.0, 0.0])]]
+    figures = figures_of(["a", "b"], ref, good)
+    assert figures.sqnr_db == pytest.approx(10 * math.log10(14 / 0.01))  # output a: the worst
+    assert 0.99 < figures.cosine < 1.0 and figures.cosine_min == figures.cosine
+    assert Target(cosine=0.99).met(figures) and not Target(cosine=0.99999).met(figures)
+    assert Target(sqnr_db=30).met(figures) and Target(sqnr_db=32).misses(figures) == [f"SQNR {figures.sqnr_db:.1f} dB < 32 dB"]
+    with pytest.raises(UsageError, match="class scores"):
+        Target(top1=0.9).met(figures)  # neither output looks like class scores
+    assert cosine_db(0.999) == pytest.approx(30.0) and cosine_db(1.0) == 200.0
+    tight = Target(cosine=0.999, sqnr_db=20, top1=0.9).tightened(10.0)
+    assert (tight.cosine, tight.sqnr_db, tight.top1) == (pytest.approx(0.9999), 30.0, 0.9)
+
+
+def test_collapse_is_lifted_by_the_fewest_float_regions(tmp_path):
+    model = tiny.save(difference_model(), tmp_path / "m.onnx")
+    data = vector_samples(tmp_path / "d")
+    ranges = tmp_path / "r.json"
+    result = ptq.convert(model, ptq.Config(output=tmp_path / "q.onnx", calibration_data=data, save_ranges=ranges, write_ort=False))
+    search = result.accuracy
+    assert search is not None and search.collapse and search.met
+    assert search.base.cosine < targets.COLLAPSE_COSINE <= search.figures.cosine == result.held_out.cosine
+    assert {p.node for p in search.placements} == {"fc_a", "fc_b"}
+    # the op list says why, the summary lists them, the ranges file records them
+    entries = {e.name: e for e in result.oplist.nodes}
+    for node in ("fc_a", "fc_b"):  # each alone measured a loss: the pair together is what lifts it
+        assert entries[node].kernel == "float" and entries[node].reason.startswith("accuracy: kept float, ")
+    assert {(p.target, p.runs, p.reason) for p in result.recipe.placements} == {("fc_a", "float", "accuracy"), ("fc_b", "float", "accuracy")}
+    saved = json.loads(ranges.read_text())
+    assert {p["target"] for p in saved["recipe"]["placements"] if p["reason"] == "accuracy"} == {"fc_a", "fc_b"}
+    # --load-ranges rebuilds the same model without data
+    again = ptq.convert(model, ptq.Config(output=tmp_path / "again.onnx", load_ranges=ranges, write_ort=False))
+    assert again.outputs.onnx.read_bytes() == result.outputs.onnx.read_bytes()
+    assert again.accuracy is None and again.split is None
+
+
+def test_collapse_that_nothing_lifts_fails_naming_the_layers(tmp_path, monkeypatch):
+    monkeypatch.setattr(targets, "COLLAPSE_COSINE", 1.5)  # unreachable: even all float scores 1.0
+    model = tiny.save(difference_model(), tmp_path / "m.onnx")
+    out = tmp_path / "q.onnx"
+    with pytest.raises(FidelityCollapsedError, match="fc_a, fc_b") as caught:
+        ptq.convert(model, ptq.Config(output=out, calibration_data=vector_samples(tmp_path / "d"), write_ort=False))
+    assert caught.value.exit_code == EXIT_COLLAPSED
+    assert not out.exists()  # refused: nothing handed over
+
+
+def test_target_met_with_the_fewest_regions_and_a_working_model_stays_int8(tmp_path):
+    model = tiny.save(tiny.small_cnn(), tmp_path / "m.onnx")
+    data = tiny.image_samples(tmp_path / "d", n=16)
+    plain = ptq.convert(model, ptq.Config(output=tmp_path / "plain.onnx", calibration_data=data, write_ort=False))
+    assert plain.accuracy is None  # no target, no collapse: nothing searched
+    base = plain.held_out
+    goal = base.sqnr_db + 3.0
+    result = ptq.convert(model, ptq.Config(output=tmp_path / "t.onnx", calibration_data=data, target_sqnr=goal, write_ort=False))
+    search = result.accuracy
+    assert search.met and search.figures.sqnr_db >= goal and search.base == base
+    assert 1 <= len(search.placements) < 5
+    # fewest: returning any one chosen region to int8 misses what the search aimed for, the
+    # target with its margin (the prune step's promise)
+    aim = targets.Target(sqnr_db=goal).tightened(targets.MARGIN_DB)
+    assert aim.met(search.figures) and aim.sqnr_db == goal + targets.MARGIN_DB
+    for placement in search.placements:
+        rest = tuple(p for p in search.placements if p is not placement)
+        assert not aim.met(_figures_with(model, data, rest, result.calibration_method)), placement.node
+
+
+def _figures_with(model, data, placements, method: str) -> Figures:
+    """The figures of the model with ``placements``, measured the way the search does."""
+    from ptq import loader
+    from ptq.calibrate.runner import calibrate
+    from ptq.config import Config
+    from ptq.quantize.static import calibrated_tensors
+    from ptq.recipe import Recipe
+    from ptq.tuning.scoring import Scoring
+    from ptq.tuning import sensitivity, validation
+
+    config = Config(calibration_data=data, calibration_method=method)
+    loaded = loader.load(model).model
+    split = validation.split(16)
+    plan = sensitivity.apply(loaded, config, Recipe.asked(config), placements)
+    ranges, _ = calibrate(loaded, calibrated_tensors(loaded, plan), data, method=config.calibration_method, indices=split.fit)
+    return targets.figures_for(Scoring(loaded, config, data, split), plan, ranges, config, None)
+
+
+def test_unreachable_target_writes_the_best_and_exits_8(tmp_path, monkeypatch):
+    model = tiny.save(tiny.small_cnn(), tmp_path / "m.onnx")
+    data = tiny.image_samples(tmp_path / "d", n=8)
+    (tmp_path / "never.py").write_text("def score(reference, candidate):\n    return 0.0\n")
+    out = tmp_path / "q.onnx"
+    monkeypatch.chdir(tmp_path)  # --metric modules are found in the working directory
+    result = CliRunner().invoke(main, [
+        "convert", model, "-c", data, "-o", str(out), "--no-bench", "--metric", "never:score", "--target-metric", "1",
+    ])  # fmt: skip
+    assert result.exit_code == EXIT_TARGET_MISSED, result.output
+    assert "not met" in result.output and out.exists()
+
+
+def test_targets_need_calibration_data(tmp_path):
+    with pytest.raises(UsageError, match="needs -c"):
+        ptq.Config(target_cosine=0.99)
+    with pytest.raises(UsageError, match="go together"):
+        ptq.Config(calibration_data=tmp_path, metric="m:f")
