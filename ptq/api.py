@@ -237,9 +237,9 @@ def quantize_with_ranges(
     # validation samples the ranges are not fitted on (``tuning.validation``).
     split = fit = None
     if saved is None:
-        split = validation.split(
-            len(Samples(config.calibration_data, input_specs(model), config.calibration_samples, config.image_format))
-        )
+        available = Samples(config.calibration_data, input_specs(model), config.calibration_samples, config.image_format)
+        # a Python source without len() is counted by reading it once (one sample at a time)
+        split = validation.split(available.count if available.count is not None else sum(1 for _ in available))
         fit = split.fit
         notes.append(split.describe())
     if saved is not None:

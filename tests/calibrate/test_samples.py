@@ -113,7 +113,7 @@ def test_python_samples_convert_to_the_same_bytes_as_the_same_samples_in_a_folde
         out = tmp_path / f"q{n}.onnx"
         # The default recipe (auto method, auto hybrid): several passes over the samples.
         result = ptq.convert(model, ptq.Config(output=out, write_ort=False), calibration_data=data)
-        assert result.mode == "static" and result.calibration_samples == 8
+        assert result.mode == "static" and result.calibration_samples == 6 and result.split.total == 8  # 2 held out
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1] == outputs[2] == outputs[3]
 
