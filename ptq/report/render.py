@@ -123,7 +123,7 @@ def _speedup_text(report: Report) -> str:
     return f"{s:.2f}x speedup" if s >= 1 else f"{s:.2f}x ({1 / s:.2f}x slower)"
 
 
-def text_table(report: Report) -> str:
+def text_table(report: Report, shown_notes: tuple[str, ...] = ()) -> str:
     """The table printed at the end of ``convert`` and by ``compare``."""
     a, b = report.labels[0], report.labels[1]
     lines = []
@@ -158,7 +158,8 @@ def text_table(report: Report) -> str:
     if nodes:
         lines.append(f"  {'nodes':<{w}}{nodes}")
     for note in report.notes:
-        lines.append(f"  {'note':<{w}}{note}")
+        if note not in shown_notes:  # the conversion summary printed it already
+            lines.append(f"  {'note':<{w}}{note}")
     for i, g in enumerate(report.gates):
         lines.append(f"  {'gates' if i == 0 else '':<{w}}{'pass' if g.passed else 'FAIL'}  {g.message}")
     return "\n".join(lines)
@@ -241,7 +242,7 @@ def conversion_summary(result, verbose: bool = False, measured: Report | None = 
         )
         lines.append(f"  nodes  {oplist_nodes_text(result.oplist.summary(), result.oplist.executed)}")
     else:
-        lines.append(text_table(measured))
+        lines.append(text_table(measured, tuple(result.notes)))
     lines += _accuracy_lines(result, measured)
     fallbacks = result.oplist.float_fallbacks() if result.mode != "fp16" else []  # --fp16: every node is float
     if fallbacks:

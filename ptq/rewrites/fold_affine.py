@@ -39,7 +39,7 @@ from ptq.rewrites import Declined, RewriteResult
 NAME = "fold_affine"
 OPTION = None  # always on: exact in float, and onnxruntime runs the result faster
 # What the op list says of the nodes the pass removed (its ``applied`` sites).
-DESCRIPTION = "constant affine op folded by ptq into the neighbouring Conv's weight and bias"
+DESCRIPTION = "constant affine op folded by ptq into the weights and bias of the neighbouring Conv"
 CONVS = ("Conv", "ConvTranspose")
 AFFINE = ("Mul", "Add", "Sub", "Div", "BatchNormalization")
 

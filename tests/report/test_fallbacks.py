@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -93,3 +94,23 @@ def test_report_json_float_fallbacks_are_grouped(orientation):
     assert sum(g["count"] for g in groups) == len(result.oplist.float_fallbacks())
     assert all(set(g) == {"op_type", "reason", "count", "examples"} for g in groups)
     assert any(len(g["examples"]) == 2 for g in groups) and len(groups) <= 20
+
+
+def test_fold_affine_reason_survives_grouping():
+    """The cleanup's reason holds no apostrophe that the name-dropping template would pair with
+    the quote of the node name (it printed "Convp2o.ConvTranspose.2';")."""
+    from ptq.rewrites.fold_affine import DESCRIPTION
+
+    reason = f"{DESCRIPTION}, now ConvTranspose 'p2o.ConvTranspose.2'; that node: int8 weight in the file"
+    assert reason_template(reason) == (f"{DESCRIPTION}, now ConvTranspose; that node: int8 weight in the file", ())
+
+
+def test_summary_prints_a_note_once(orientation):
+    """A note the conversion made and the report repeats (the latency placement's, which the
+    Markdown/HTML reports need) appears once in the terminal summary."""
+    result = orientation
+    note = "a note both the conversion and the report carry"
+    result = dataclasses.replace(result, notes=[*result.notes, note])
+    report = build.report_conversion(result, None, build.MeasureOptions(latency=False, fidelity=False))
+    report = dataclasses.replace(report, notes=[*report.notes, note])
+    assert render_summary(result, measured=report).count(note) == 1
