@@ -25,7 +25,7 @@ from onnx import TensorProto
 from ptq.config import Config, Scheme
 from ptq.graph import attr, consumers, elem_types, has_subgraph, initializers, producers, to_array
 from ptq.quantize import hardsigmoid, kernels, lstm, masks
-from ptq.recipe import ACCURACY, FLOAT, Recipe
+from ptq.recipe import ACCURACY, FLOAT, USER, Recipe
 
 # Roles of quantized nodes.
 WEIGHTED = "weighted"  # Conv/MatMul/Gemm/ConvTranspose with int8 weights
@@ -198,6 +198,20 @@ def accuracy_reason(node: onnx.NodeProto, recipe: Recipe, runs: str) -> str | No
 ACCURACY_GROUP = "accuracy search"
 
 
+def _float_placement_reason(node: onnx.NodeProto, recipe: Recipe) -> str:
+    """The op-list reason of a node placed float by name or op type: who placed it and, for a
+    scored choice, what it measured (the user's own placement wins when there are several)."""
+    placements = [p for p in recipe.placements if p.runs == FLOAT and p.target in (node.name, node.op_type)]
+    if not placements or any(p.reason == USER for p in placements):
+        return "excluded by the user (--exclude)"
+    p = placements[0]
+    if p.reason == ACCURACY:
+        group = f" with {p.group}" if p.group else ""
+        score = f": output SQNR {p.score_db:.1f} dB on the scoring samples" if p.score_db is not None else ""
+        return f"accuracy: kept float{group}{score}"
+    return f"kept float for the {p.reason} rewrite"
+
+
 def placed_float_reason(node: onnx.NodeProto, recipe: Recipe) -> str | None:
     """Why ``node`` stays float whatever the mode (static or dynamic): placed float by the
     recipe, control flow, or a custom domain; None otherwise."""
@@ -206,8 +220,7 @@ def placed_float_reason(node: onnx.NodeProto, recipe: Recipe) -> str | None:
         if measured:
             return measured
         own = next((p.describe() for p in recipe.placements if p.runs == FLOAT and p.target == node.name), None)
-        # the other reasons' text predates the recipe's reasons; kept so outputs stay byte-identical
-        return own or "excluded by the user (--exclude)"
+        return own or _float_placement_reason(node, recipe)
     if has_subgraph(node):
         return f"control flow ({node.op_type}): its body is kept float"
     if node.domain not in ("", "ai.onnx"):

@@ -75,3 +75,17 @@ def test_hybrid_placement_runs_a_matmul_hybrid():
     assert make_plan(model, config).decisions["mm"].role == WEIGHTED
     plan = make_plan(model, config, Recipe.asked(config).placed(Placement("mm", HYBRID, ACCURACY)))
     assert plan.decisions["mm"].role == "hybrid"
+
+
+def test_float_reason_says_who_placed_the_node():
+    """A node ptq placed float is not reported as excluded by the user: the op list names the
+    scored choice (with its measurement) or the rewrite that placed it."""
+    model = _add_between("Conv")
+    by_fallback = Recipe().placed(Placement("add", FLOAT, ACCURACY, 21.5, "Add"))
+    assert make_plan(model, Config(), by_fallback).decisions["add"].reason == (
+        "accuracy: kept float with Add: output SQNR 21.5 dB on the scoring samples"
+    )
+    by_rewrite = Recipe().placed(Placement("add", FLOAT, "smoothquant"))
+    assert make_plan(model, Config(), by_rewrite).decisions["add"].reason == "kept float for the smoothquant rewrite"
+    by_user = Recipe().placed(Placement("Add", FLOAT, "user"), Placement("add", FLOAT, "smoothquant"))
+    assert make_plan(model, Config(), by_user).decisions["add"].reason == "excluded by the user (--exclude)"
