@@ -569,5 +569,9 @@ def bench(models, **opts) -> None:
         _finish(report, reports, quiet)
 
 
+from ptq.fleet.command import run as _run  # noqa: E402  (ptq run: the fleet of a project file)
+
+main.add_command(_run)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
