@@ -25,12 +25,27 @@ def connect(address: str):
     except ImportError:
         raise UsageError("--ray needs Ray: pip install 'ptq[ray]'") from None
     if not ray.is_initialized():
+        _check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         except Exception as exc:  # ConnectionError, ValueError on a bad address, ...
             text = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise UsageError(f"--ray {address}: cannot connect to a Ray cluster ({text})") from None
     return ray
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a host:port nothing listens on at once (``ray.init`` retries it for minutes)."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UsageError(f"--ray {address}: cannot connect to a Ray cluster ({exc.strerror or exc})") from None
 
 
 def call(module: str, function: str, task: dict) -> dict:
