@@ -133,30 +133,49 @@ def run_fleet(
         return results, "ray"
     lock = threading.Lock()
     done = 0
+    running: set[subprocess.Popen] = set()
 
     def one(job: dict) -> dict:
         nonlocal done
-        result = _in_process(job)
+        result = _in_process(job, running, lock)
         with lock:
             done += 1
             if progress is not None:
                 progress(result, done, len(jobs_list))
         return result
 
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        return list(pool.map(one, jobs_list)), "processes"
+    pool = ThreadPoolExecutor(max(1, jobs))
+    try:
+        futures = [pool.submit(one, job) for job in jobs_list]
+        return [f.result() for f in futures], "processes"
+    except BaseException:  # Ctrl-C or SIGTERM: stop the workers, start no more
+        pool.shutdown(wait=False, cancel_futures=True)
+        with lock:
+            for process in running:
+                process.kill()
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
-def _in_process(job: dict) -> dict:
+def _in_process(job: dict, running: set, lock) -> dict:
     """``run_one(job)`` in a fresh ``python -m ptq.fleet.runner`` (JSON in on stdin, out on the
     last stdout line); a crashed worker (killed, out of memory) is recorded as that model's failure."""
-    process = subprocess.run(
-        [sys.executable, "-m", "ptq.fleet.runner"], input=json.dumps(job), capture_output=True, text=True
-    )
-    for line in reversed(process.stdout.splitlines()):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ptq.fleet.runner"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    with lock:
+        running.add(process)
+    try:
+        stdout, stderr = process.communicate(json.dumps(job))
+    finally:
+        with lock:
+            running.discard(process)
+    for line in reversed(stdout.splitlines()):
         if line.startswith("result "):
             return json.loads(line[len("result ") :])
-    last = (process.stderr.strip().splitlines() or [f"exit code {process.returncode}"])[-1]
+    last = (stderr.strip().splitlines() or [f"exit code {process.returncode}"])[-1]
     return {"name": job["name"], "path": job["path"], "status": FAILED, "exit_code": EXIT_INTERNAL,
             "error": f"the worker process died: {last}", "seconds": 0.0}  # fmt: skip
 
