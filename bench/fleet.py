@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     command = "python -m bench.fleet" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda text: print(text, file=sys.stderr, flush=True)
     started = time.perf_counter()
     fleet_rows = run_fleet(_models_available(FLEET_MODELS), args.work, log) if args.part in ("all", "fleet") else []
     calib_rows = (

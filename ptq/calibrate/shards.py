@@ -230,7 +230,7 @@ def observe_shard(task: dict, progress_queue=None) -> dict:
         sess = session_from_path(shard.model_path, threads=shard.threads, spinning=shard.threads <= 1)
         progress = None
         if reporter is not None:
-            progress = lambda done, total: reporter.put((shard.index, done))  # noqa: E731
+            progress = lambda done, total: reporter.put((shard.index, done))
         observers, used = observe_samples(
             sess, specs, samples.between(shard.start, shard.stop), shard.stop - shard.start, list(shard.tensors),
             histogram=shard.histogram, exact=shard.exact, batch_budget=shard.batch_budget, progress=progress,

@@ -116,7 +116,7 @@ def find_project_file(given: Path | None) -> Path:
         return Path(given)
     for name in DEFAULT_FILES:
         path = Path(name)
-        if path.is_file() and (name != "pyproject.toml" or re.search(r"^\s*\[+\s*tool\.ptq\b", path.read_text(), re.M)):
+        if path.is_file() and (name != "pyproject.toml" or re.search(r"^\s*\[+\s*tool\.ptq\b", path.read_text(), re.MULTILINE)):
             return path
     raise UsageError("no project file: give one (ptq run FILE), or add ptq.toml or [tool.ptq] in pyproject.toml here")
 

@@ -2,7 +2,6 @@
 and the exit code and the fleet report name the failure; gates fail with exit code 6."""
 
 import json
-from pathlib import Path
 
 import pytest
 
