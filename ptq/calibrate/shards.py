@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import resource
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -203,8 +203,20 @@ def _rebin_kept(counts: np.ndarray, lo: float, hi: float, new_lo: float, new_hi:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size (Linux reports ``ru_maxrss`` in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident set size: ``VmHWM`` of ``/proc/self/status`` (Linux), which
+    starts afresh at exec; ``ru_maxrss`` keeps the peak of the process that forked it (the
+    driver, with its model loaded), so it is only the fallback elsewhere."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def observe_shard(task: dict, progress_queue=None) -> dict:
