@@ -192,15 +192,8 @@ def session_from_path(path: str | Path, threads: int | None = None, spinning: bo
     """``session`` for a model file on disk (a shard worker's: external data beside it)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), session_options(threads=threads, spinning=spinning), providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise UnsupportedModelError(f"onnxruntime cannot run the model: {ort_error_line(exc)}") from None
 

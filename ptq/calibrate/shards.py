@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -199,62 +198,6 @@ def _rebin_kept(counts: np.ndarray, lo: float, hi: float, new_lo: float, new_hi:
     return out
 
 
-# ---------------------------------------------------------------------- the worker side
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size: ``VmHWM`` of ``/proc/self/status`` (Linux), which
-    starts afresh at exec; ``ru_maxrss`` keeps the peak of the process that forked it (the
-    driver, with its model loaded), so it is only the fallback elsewhere."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
-def observe_shard(task: dict, progress_queue=None) -> dict:
-    """Observe one shard (``ShardTask`` fields in ``task``) in this process: read the model and the
-    shard's samples from disk, stream them, return ``ShardResult`` fields as a plain dict.
-
-    A ``PtqError`` comes back as ``{"error": message, "exit_code": code}`` (its class need not
-    travel)."""
-    from ptq.calibrate.data import Samples, input_specs
-    from ptq.calibrate.runner import observe_samples, session_from_path
-
-    started = time.perf_counter()
-    shard = ShardTask(**task)
-    reporter = progress_queue
-    try:
-        model = onnx.load(shard.model_path, load_external_data=False)  # the graph, for the input specs
-        specs = input_specs(model)
-        del model
-        image_format = ImageFormat(**shard.image_format) if shard.image_format is not None else None
-        selected = shard.indices is not None
-        samples = Samples(Path(shard.data_dir), specs, shard.limit if selected else shard.stop, image_format,
-                          indices=shard.indices)  # fmt: skip
-        sess = session_from_path(shard.model_path, threads=shard.threads, spinning=shard.threads <= 1)
-        progress = None
-        if reporter is not None:
-            progress = lambda done, total: reporter.put((shard.index, done))
-        observers, used = observe_samples(
-            sess, specs, samples.between(shard.start, shard.stop), shard.stop - shard.start, list(shard.tensors),
-            histogram=shard.histogram, exact=shard.exact, batch_budget=shard.batch_budget, progress=progress,
-            first_sample=shard.start, whole=shard.whole, pipelined=shard.threads > 1,
-        )  # fmt: skip
-    except PtqError as exc:
-        return {"index": shard.index, "error": str(exc), "exit_code": exc.exit_code}
-    return dataclasses.asdict(
-        ShardResult(shard.index, states_to_npz(observers), used, time.perf_counter() - started, peak_rss_bytes())
-    )
-
-
 # ---------------------------------------------------------------------- the driver side
 
 
@@ -331,7 +274,7 @@ def observe_sharded(
             from ptq import cluster
 
             results = cluster.run_tasks(
-                "ptq.calibrate.shards", "observe_shard", tasks, ray_address,
+                "ptq.calibrate.shard_worker", "observe_shard", tasks, ray_address,
                 progress=None if progress is None else lambda done, n: progress(min(done * total // n, total - 1), total),
             )  # fmt: skip
             backend = "ray"
@@ -358,7 +301,7 @@ def _error_of(result: dict) -> PtqError:
 
 
 def _run_local(tasks: list[dict], progress: Progress | None, total: int) -> list[dict]:
-    """Each task in its own fresh Python process (``python -m ptq.calibrate.shards``): the task
+    """Each task in its own fresh Python process (``python -m ptq.calibrate.shard_worker``): the task
     goes in as JSON on stdin, progress comes back as lines on stdout and the states as a
     ``.npz`` file beside the model. A fresh interpreter, not a fork: no copy of the driver's
     model or onnxruntime threads, and no re-import of the caller's main script (which
@@ -373,7 +316,7 @@ def _run_local(tasks: list[dict], progress: Progress | None, total: int) -> list
     processes = []
     for task in tasks:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ptq.calibrate.shards"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-m", "ptq.calibrate.shard_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         process.stdin.write(json.dumps(task))
@@ -413,26 +356,3 @@ def _run_local(tasks: list[dict], progress: Progress | None, total: int) -> list
             result["states"] = Path(result.pop("states_file")).read_bytes()
         results.append(result)
     return results
-
-
-def _worker_main() -> None:
-    """``python -m ptq.calibrate.shards``: one shard task (JSON) from stdin; progress lines and a
-    ``result {json}`` line on stdout, the states in ``<model folder>/shard-<index>.npz``."""
-    import json
-    import sys
-
-    class Lines:
-        def put(self, item) -> None:
-            print(f"progress {item[1]}", flush=True)
-
-    task = json.loads(sys.stdin.read())
-    result = observe_shard(task, Lines())
-    if "states" in result:
-        path = Path(task["model_path"]).parent / f"shard-{task['index']}.npz"
-        path.write_bytes(result.pop("states"))
-        result["states_file"] = str(path)
-    print("result " + json.dumps(result), flush=True)
-
-
-if __name__ == "__main__":
-    _worker_main()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sys
 import time
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from ptq.errors import EXIT_FLEET_FAILED, EXIT_GATE_FAILED, EXIT_OK, UsageError
+from ptq.errors import EXIT_FLEET_FAILED, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, PtqError, UsageError
 
 EPILOG = (
     "\b\nExit codes of ptq run:\n"
@@ -18,6 +21,25 @@ EPILOG = (
     f"  {EXIT_FLEET_FAILED:>3}  one or more models failed to convert (the others' outputs and reports are written)\n"
     "    2  the project file or an option is invalid (nothing converted)"
 )
+
+
+@contextlib.contextmanager
+def _errors_to_exit_codes(debug: bool) -> Iterator[None]:
+    """One line on stderr and the exit code, as ``ptq convert`` does (kept here: the CLI imports
+    this command, so this command does not import the CLI)."""
+    try:
+        yield
+    except PtqError as exc:
+        click.echo(f"ptq: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("ptq: error: interrupted; the models converted so far keep their outputs", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug: one line, details with --debug
+        if debug:
+            traceback.print_exc()
+        click.echo(f"ptq: error: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)", err=True)
+        sys.exit(EXIT_INTERNAL)
 
 
 @click.command("run", epilog=EPILOG)
@@ -32,7 +54,6 @@ def run(file, jobs, ray_address, reports, only, quiet, debug) -> None:
     """Convert every model of the project FILE (ptq.toml, or [tool.ptq] in pyproject.toml; default:
     the one in this folder), JOBS at a time; one model's failure does not stop the others. Prints
     one table and writes one fleet report; each model's outputs and report are beside its output."""
-    from ptq.cli import _errors_to_exit_codes
     from ptq.fleet import project as project_mod
     from ptq.fleet import report as fleet_report
     from ptq.fleet.runner import FleetResult, run_fleet
