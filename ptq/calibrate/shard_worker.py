@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -39,15 +40,15 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def observe_shard(task: dict, progress_queue=None) -> dict:
+def observe_shard(task: dict, progress: Callable[[int], None] | None = None) -> dict:
     """Observe one shard (``ShardTask`` fields in ``task``) in this process: read the model and the
     shard's samples from disk, stream them, return ``ShardResult`` fields as a plain dict.
+    ``progress(done)`` after each sample.
 
     A ``PtqError`` comes back as ``{"error": message, "exit_code": code}`` (its class need not
     travel)."""
     started = time.perf_counter()
     shard = ShardTask(**task)
-    reporter = progress_queue
     try:
         model = onnx.load(shard.model_path, load_external_data=False)  # the graph, for the input specs
         specs = input_specs(model)
@@ -57,12 +58,10 @@ def observe_shard(task: dict, progress_queue=None) -> dict:
         samples = Samples(Path(shard.data_dir), specs, shard.limit if selected else shard.stop, image_format,
                           indices=shard.indices)  # fmt: skip
         sess = session_from_path(shard.model_path, threads=shard.threads, spinning=shard.threads <= 1)
-        progress = None
-        if reporter is not None:
-            progress = lambda done, total: reporter.put((shard.index, done))
         observers, used = observe_samples(
             sess, specs, samples.between(shard.start, shard.stop), shard.stop - shard.start, list(shard.tensors),
-            histogram=shard.histogram, exact=shard.exact, batch_budget=shard.batch_budget, progress=progress,
+            histogram=shard.histogram, exact=shard.exact, batch_budget=shard.batch_budget,
+            progress=None if progress is None else lambda done, total: progress(done),
             first_sample=shard.start, whole=shard.whole, pipelined=shard.threads > 1,
         )  # fmt: skip
     except PtqError as exc:
@@ -73,16 +72,12 @@ def observe_shard(task: dict, progress_queue=None) -> dict:
 
 
 def _worker_main() -> None:
-    """``python -m ptq.calibrate.shards``: one shard task (JSON) from stdin; progress lines and a
+    """``python -m ptq.calibrate.shard_worker``: one shard task (JSON) from stdin; progress lines and a
     ``result {json}`` line on stdout, the states in ``<model folder>/shard-<index>.npz``."""
     import json
 
-    class Lines:
-        def put(self, item) -> None:
-            print(f"progress {item[1]}", flush=True)
-
     task = json.loads(sys.stdin.read())
-    result = observe_shard(task, Lines())
+    result = observe_shard(task, lambda done: print(f"progress {done}", flush=True))
     if "states" in result:
         path = Path(task["model_path"]).parent / f"shard-{task['index']}.npz"
         path.write_bytes(result.pop("states"))

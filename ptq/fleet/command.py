@@ -12,7 +12,15 @@ from pathlib import Path
 
 import click
 
-from ptq.errors import EXIT_FLEET_FAILED, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, PtqError, UsageError
+from ptq.errors import (
+    EXIT_FLEET_FAILED,
+    EXIT_GATE_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    PtqError,
+    UsageError,
+)
 
 EPILOG = (
     "\b\nExit codes of ptq run:\n"
