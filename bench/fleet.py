@@ -109,7 +109,8 @@ def _largest_difference(ref: dict, got: dict) -> dict[str, float]:
 def run_calibration(models: list[str], samples: int, work: Path, log, with_ray: bool) -> list[dict]:
     from ptq import loader
     from ptq.calibrate import runner, shards
-    from ptq.calibrate.data import Samples, input_specs
+    from ptq.calibrate.data import input_specs
+    from ptq.calibrate.samples import Samples
     from ptq.config import Config
     from ptq.quantize.plan import make_plan
     from ptq.quantize.static import calibrated_tensors

@@ -22,7 +22,7 @@ from ptq.calibrate.data import InputSpec, input_specs
 from ptq.calibrate.samples import Samples
 from ptq.calibrate.observers import MONOTONE, HistogramObserver, MinMaxObserver, affine, image, union
 from ptq.config import CalibrationMethod, ImageFormat
-from ptq.errors import CalibrationDataError, UnsupportedModelError
+from ptq.errors import CalibrationDataError, UnsupportedModelError, UsageError
 from ptq.graph import ort_error_line, to_array
 from ptq.progress import StepProgress as Progress
 from ptq.runtime import inference_session, session_options
@@ -165,6 +165,10 @@ def observe(
     with with_outputs(model, own_tensors) as observed:
         if workers > 1 or ray_address is not None:
             from ptq.calibrate import shards
+            from ptq.calibrate.samples import is_path
+
+            if not is_path(data_dir):
+                raise UsageError("--workers/--ray: the shard workers read the samples from files; give a folder or a file")
 
             own, used, _ = shards.observe_sharded(
                 observed, own_tensors, data_dir, total, workers, histogram, exact, image_format, batch_budget,

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import onnx
 
-from ptq.calibrate.data import Samples, input_specs
+from ptq.calibrate.data import input_specs
+from ptq.calibrate.samples import Samples
 from ptq.calibrate.runner import observe_samples, session_from_path
 from ptq.calibrate.shards import ShardResult, ShardTask, states_to_npz
 from ptq.config import ImageFormat

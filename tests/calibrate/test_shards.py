@@ -12,7 +12,8 @@ import pytest
 from bench import zoo
 from ptq import loader
 from ptq.calibrate import shards
-from ptq.calibrate.data import Samples, input_specs
+from ptq.calibrate.data import input_specs
+from ptq.calibrate.samples import Samples
 from ptq.calibrate.observers import HistogramObserver, MinMaxObserver
 from ptq.calibrate.runner import calibrate, observe
 from ptq.config import CalibrationMethod, Config
