@@ -333,7 +333,7 @@ Writes OUT (.onnx), OUT.ort and OUT.ops.json (what onnxruntime runs for every no
     cloup.option("--workers", type=int, default=1, metavar="N", show_default=True,
                  help="Calibrate in N shards, each in its own process, and merge the observers (README)."),
     cloup.option("--ray", "ray_address", metavar="auto|ADDRESS",
-                 help="Run the shards as Ray tasks on this cluster (pip install 'ptq[ray]'; data on shared storage)."),
+                 help="Run the shards as Ray tasks on this cluster (pip install '.[ray]' in ptq's repository; data on shared storage)."),
     cloup.option("--shared-dir", type=click.Path(path_type=Path), metavar="DIR",
                  help="Folder every Ray node sees at the same path, for the model the shards read [default: temp]."),
 )  # fmt: skip

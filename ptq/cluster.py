@@ -1,4 +1,4 @@
-"""Ray (the optional extra ``ptq[ray]``): run one of ptq's module-level functions over a list of
+"""Ray (the optional extra ``.[ray]``): run one of ptq's module-level functions over a list of
 plain-dict tasks as Ray tasks, one CPU each, and gather their plain-dict results.
 
 Nothing heavy travels through the driver: a task holds paths and numbers, and its function reads
@@ -23,7 +23,7 @@ def connect(address: str):
     try:
         import ray
     except ImportError:
-        raise UsageError("--ray needs Ray: pip install 'ptq[ray]'") from None
+        raise UsageError("--ray needs Ray: pip install '.[ray]' in ptq's repository") from None
     if not ray.is_initialized():
         _check_reachable(address)
         try:

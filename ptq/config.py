@@ -154,7 +154,7 @@ class Config:
             states (``ptq.calibrate.shards``); the ranges equal one process's up to histogram
             re-binning. 1 (the default) calibrates in this process.
         ray: run the calibration shards as Ray tasks on the cluster at this address ("auto" or
-            host:port; needs ``ptq[ray]``); the model file and the calibration folder must be
+            host:port; needs ``.[ray]``); the model file and the calibration folder must be
             shared storage that every node sees at the same path.
         shared_dir: where the model the shard workers read is written (default: the system
             temp folder, which a multi-node Ray cluster does not share).

@@ -50,10 +50,10 @@ def _errors_to_exit_codes(debug: bool) -> Iterator[None]:
         sys.exit(EXIT_INTERNAL)
 
 
-@click.command("run", epilog=EPILOG)
+@click.command("run", epilog=EPILOG, short_help="Convert every model of a project file (ptq.toml), in parallel, one report.")
 @click.argument("file", required=False, type=click.Path(path_type=Path))
 @click.option("-j", "--jobs", type=int, default=1, show_default=True, metavar="N", help="Models converted at a time, each in its own process.")
-@click.option("--ray", "ray_address", metavar="auto|ADDRESS", help="Convert the models as Ray tasks on this cluster (pip install 'ptq[ray]'); models, data and output folders must be on storage every node shares.")
+@click.option("--ray", "ray_address", metavar="auto|ADDRESS", help="Convert the models as Ray tasks on this cluster (pip install '.[ray]' in ptq's repository); models, data and output folders must be on storage every node shares.")
 @click.option("--report", "reports", multiple=True, type=click.Path(path_type=Path), metavar="PATH", help="Write the fleet report: .md, .html or .json (adds to the file's report list). Repeatable.")
 @click.option("--only", multiple=True, metavar="NAME", help="Convert only these models of the file. Repeatable.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors and the failures.")
