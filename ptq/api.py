@@ -247,7 +247,7 @@ def quantize_with_ranges(
     elif config.calibration_method == CalibrationMethod.AUTO:
         observers, samples = observe(
             model, needed, config.calibration_data, limit=config.calibration_samples,
-            progress=steps(progress, "calibrate"), image_format=config.image_format, indices=fit,
+            progress=steps(progress, "calibrate"), image_format=config.image_format, indices=fit, **_sharding(config),
         )  # fmt: skip
         scoring = scoring_for(model, config, config.calibration_data, split)
         choice = choose_method(recipe, plan, observers, config, scoring, progress=steps(progress, "choose method"))
@@ -258,6 +258,7 @@ def quantize_with_ranges(
             model, needed, config.calibration_data, method=config.calibration_method, percentile=config.percentile,
             limit=config.calibration_samples, progress=steps(progress, "calibrate"), image_format=config.image_format,
             indices=fit,
+            **_sharding(config),
         )  # fmt: skip
         scoring = scoring_for(model, config, config.calibration_data, split)  # for the fidelity check if nothing else
 
@@ -337,6 +338,11 @@ def _without_latency(placements):
 def first_sample(model: onnx.ModelProto, config: Config) -> dict:
     """The first calibration sample (what the latency search times when nothing else read one)."""
     return next(iter(iter_samples(config.calibration_data, input_specs(model), 1, config.image_format)))
+
+
+def _sharding(config: Config) -> dict:
+    """The calibration pass's sharding options (``ptq.calibrate.shards``)."""
+    return {"workers": config.workers, "ray_address": config.ray, "shared_dir": config.shared_dir}
 
 
 def quantize_weights_only(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: Progress) -> Quantized:

@@ -330,6 +330,12 @@ Writes OUT (.onnx), OUT.ort and OUT.ops.json (what onnxruntime runs for every no
     cloup.option("--save-ranges", type=click.Path(path_type=Path), metavar="FILE", help="Write the calibrated ranges to FILE (JSON)."),
     cloup.option("--load-ranges", type=click.Path(path_type=Path), metavar="FILE",
                  help="Take ranges from FILE (from --save-ranges) instead of calibrating: static int8 without -c."),
+    cloup.option("--workers", type=int, default=1, metavar="N", show_default=True,
+                 help="Calibrate in N shards, each in its own process, and merge the observers (README)."),
+    cloup.option("--ray", "ray_address", metavar="auto|ADDRESS",
+                 help="Run the shards as Ray tasks on this cluster (pip install '.[ray]' in ptq's repository; data on shared storage)."),
+    cloup.option("--shared-dir", type=click.Path(path_type=Path), metavar="DIR",
+                 help="Folder every Ray node sees at the same path, for the model the shards read [default: temp]."),
 )  # fmt: skip
 @_image_options()
 @cloup.option_group(
@@ -440,6 +446,9 @@ def convert_cmd(model: Path, **opts) -> None:
             target_top1=opts["target_top1"],
             metric=opts["metric"],
             target_metric=opts["target_metric"],
+            workers=opts["workers"],
+            ray=opts["ray_address"],
+            shared_dir=opts["shared_dir"],
         )
         result = convert(model, config, progress=_Progress(quiet))
     from ptq.report.render import written_files
@@ -559,6 +568,10 @@ def bench(models, **opts) -> None:
             _echo(f"ptq {__version__} bench\n{bench_table(report)}")
         _finish(report, reports, quiet)
 
+
+from ptq.fleet.command import run as _run  # noqa: E402  (ptq run: the fleet of a project file)
+
+main.add_command(_run)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

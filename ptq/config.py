@@ -150,6 +150,14 @@ class Config:
             placement saved in the file is repeated without measuring (off: the planner's
             placement). The default comes from ``DEFAULT_LATENCY_SEARCH`` (on).
         latency_budget: seconds the latency search may spend.
+        workers: calibrate in this many shards, each in its own process, and merge the observer
+            states (``ptq.calibrate.shards``); the ranges equal one process's up to histogram
+            re-binning. 1 (the default) calibrates in this process.
+        ray: run the calibration shards as Ray tasks on the cluster at this address ("auto" or
+            host:port; needs ``.[ray]``); the model file and the calibration folder must be
+            shared storage that every node sees at the same path.
+        shared_dir: where the model the shard workers read is written (default: the system
+            temp folder, which a multi-node Ray cluster does not share).
     """
 
     output: Path | None = None
@@ -182,6 +190,9 @@ class Config:
     fp16: bool = False
     latency_search: bool = field(default_factory=lambda: DEFAULT_LATENCY_SEARCH)
     latency_budget: float = DEFAULT_LATENCY_BUDGET_S
+    workers: int = 1
+    ray: str | None = None
+    shared_dir: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", Scheme(self.weights))
@@ -218,6 +229,10 @@ class Config:
             raise UsageError("--target-* needs -c/--calibration-data: targets are checked on held-out calibration samples")
         if self.calibration_samples is not None and self.calibration_samples < 1:
             raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}")
+        if self.workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {self.workers}")
+        if self.shared_dir is not None:
+            object.__setattr__(self, "shared_dir", Path(self.shared_dir))
         self._refuse_sample_options_without_samples()
 
     def _refuse_sample_options_without_samples(self) -> None:

@@ -15,6 +15,7 @@ EXIT_GATE_FAILED = 6  # a report threshold (--min-cosine, ...) was not met; outp
 EXIT_OUTPUT = 7  # the output could not be written (disk full, permission, -o equals the input)
 EXIT_TARGET_MISSED = 8  # a --target-* was not met on the validation samples; the best model found was written
 EXIT_COLLAPSED = 9  # the int8 model's fidelity collapsed and no float placement lifted it; nothing written
+EXIT_FLEET_FAILED = 10  # ptq run: one or more models of the project failed to convert (the others were)
 EXIT_INTERNAL = 70  # a bug in ptq (EX_SOFTWARE); the message asks for a report
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT, the shell's convention)
 
@@ -28,6 +29,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OUTPUT: "an output file could not be written, or would overwrite the input",
     EXIT_TARGET_MISSED: "a --target-* was not met: the best model found was written, its figures in the summary and report",
     EXIT_COLLAPSED: "the int8 model's outputs collapsed (cosine < 0.9) and no float placement lifted them; nothing written",
+    EXIT_FLEET_FAILED: "ptq run: one or more models failed to convert (the others' outputs and reports were written)",
     EXIT_INTERNAL: "internal error in ptq (please report it)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGTERM): while converting, nothing is written; while measuring,"
     " the outputs are complete and no report is written",

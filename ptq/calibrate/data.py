@@ -395,7 +395,7 @@ def _stored_data_start(f, info: zipfile.ZipInfo, file_size: int) -> int | None:
 
 
 class MultiSampleReader:
-    """Samples ``0, 1, ...`` of a multi-sample file, in order, one at a time."""
+    """Samples of a multi-sample file, in increasing order, one at a time."""
 
     def __init__(self, sample_file: SampleFile, stack: contextlib.ExitStack):
         self.file = sample_file
@@ -403,6 +403,7 @@ class MultiSampleReader:
         self.raw = stack.enter_context(open(path, "rb"))
         archive = None
         self.streams: dict[str, object] = {}
+        self.streamed: dict[str, int] = {}  # input -> samples read from its stream so far
         self.whole: dict[str, np.ndarray] = {}
         for split in sample_file.splits:
             if split.offset is not None:
@@ -430,7 +431,12 @@ class MultiSampleReader:
                 feed[split.input] = split.take(self.whole[split.input], index)
                 continue
             if split.input in self.streams:  # compressed: the next sample's bytes, in order
-                data = _read_exactly(self.streams[split.input], split.sample_bytes, label)
+                stream = self.streams[split.input]
+                while self.streamed.get(split.input, 0) < index:  # a shard that starts mid-file
+                    _read_exactly(stream, split.sample_bytes, label)
+                    self.streamed[split.input] = self.streamed.get(split.input, 0) + 1
+                data = _read_exactly(stream, split.sample_bytes, label)
+                self.streamed[split.input] = index + 1
             else:
                 self.raw.seek(split.offset + index * split.sample_bytes)
                 data = _read_exactly(self.raw, split.sample_bytes, label)

@@ -22,7 +22,7 @@ from ptq.calibrate.data import InputSpec, input_specs
 from ptq.calibrate.samples import Samples
 from ptq.calibrate.observers import MONOTONE, HistogramObserver, MinMaxObserver, affine, image, union
 from ptq.config import CalibrationMethod, ImageFormat
-from ptq.errors import CalibrationDataError, UnsupportedModelError
+from ptq.errors import CalibrationDataError, UnsupportedModelError, UsageError
 from ptq.graph import ort_error_line, to_array
 from ptq.progress import StepProgress as Progress
 from ptq.runtime import inference_session, session_options
@@ -99,6 +99,9 @@ def calibrate(
     progress: Progress | None = None,
     image_format: ImageFormat | None = None,
     indices: Collection[int] | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    shared_dir: Path | None = None,
 ) -> tuple[dict[str, tuple[float, float]], int]:
     """Range of every tensor in ``tensors`` over the samples in ``data_dir``, by ``method``.
 
@@ -114,6 +117,7 @@ def calibrate(
     observers, used = observe(
         model, tensors, data_dir, histogram, limit, progress, image_format,
         nonlinear_images=not fine, exact=method == CalibrationMethod.ENTROPY, indices=indices,
+        workers=workers, ray_address=ray_address, shared_dir=shared_dir,
     )  # fmt: skip
     return {name: choose_range(obs, method, percentile) for name, obs in observers.items()}, used
 
@@ -130,6 +134,9 @@ def observe(
     nonlinear_images: bool = True,
     exact: bool = False,
     indices: Collection[int] | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    shared_dir: Path | None = None,
 ) -> tuple[dict[str, MinMaxObserver | HistogramObserver], int]:
     """One observer per tensor in ``tensors``, fed every sample in ``data_dir``: a histogram
     observer (any method's range can be chosen from it afterwards) or a plain min/max one.
@@ -141,6 +148,10 @@ def observe(
     bytes of one batch's inputs and observed outputs, 0 runs them one by one); the observers see
     the same values in the same order either way.
 
+    ``workers`` > 1 or a ``ray_address``: the samples are split into that many shards observed by
+    separate processes or Ray tasks and the states merged (``ptq.calibrate.shards``; the model is
+    written to ``shared_dir`` for them to read).
+
     Returns:
         ``(observers, samples_used)``.
     """
@@ -149,15 +160,73 @@ def observe(
     total = samples.count or 0  # 0: a Python source without len(), counted as it is read
     same = same_values(model, tensors)
     derived = derived_values(model, tensors, same, nonlinear_images)
-    parallel = len(os.sched_getaffinity(0)) > 1
     skipped = set(same) | set(derived)
-    with with_outputs(model, [t for t in tensors if t not in skipped]) as observed:
-        sess = session(observed, spinning=not parallel)
-    output_names = [o.name for o in sess.get_outputs()]
-    wanted = set(tensors) - skipped
-    make = (lambda: HistogramObserver(exact=exact)) if histogram else MinMaxObserver
-    own = {name: make() for name in tensors if name not in skipped}
+    own_tensors = [t for t in tensors if t not in skipped]
+    with with_outputs(model, own_tensors) as observed:
+        if workers > 1 or ray_address is not None:
+            from ptq.calibrate import shards
+            from ptq.calibrate.samples import is_path
+
+            if not is_path(data_dir):
+                raise UsageError("--workers/--ray: the shard workers read the samples from files; give a folder or a file")
+
+            own, used, _ = shards.observe_sharded(
+                observed, own_tensors, data_dir, total, workers, histogram, exact, image_format, batch_budget,
+                progress, ray_address, shared_dir, limit=limit, indices=indices,
+            )  # fmt: skip
+            if progress:
+                progress(used, total)
+        else:
+            parallel = len(os.sched_getaffinity(0)) > 1
+            sess = session(observed, spinning=not parallel)
+    if workers <= 1 and ray_address is None:
+        own, used = observe_samples(
+            sess, specs, iter(samples), total, own_tensors, histogram, exact, batch_budget, progress, pipelined=parallel
+        )
     observers: dict[str, MinMaxObserver | HistogramObserver] = dict(own)
+    for name, (sources, function) in derived.items():  # in graph order: sources come first
+        found = [observers[same.get(source, source)] for source in sources]
+        observers[name] = image(found[0], function) if function is not None else union(found)
+    for name, source in same.items():
+        observers[name] = observers[source]
+    return {name: observers[name] for name in tensors}, used
+
+
+def session_from_path(path: str | Path, threads: int | None = None, spinning: bool = True):
+    """``session`` for a model file on disk (a shard worker's: external data beside it)."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), session_options(threads=threads, spinning=spinning), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise UnsupportedModelError(f"onnxruntime cannot run the model: {ort_error_line(exc)}") from None
+
+
+def observe_samples(
+    sess,
+    specs: list[InputSpec],
+    samples: Iterable[dict[str, np.ndarray]],
+    total: int,
+    tensors: list[str],
+    histogram: bool = True,
+    exact: bool = False,
+    batch_budget: int = BATCH_BUDGET_BYTES,
+    progress: Progress | None = None,
+    first_sample: int = 0,
+    whole: int | None = None,
+    pipelined: bool = False,
+) -> tuple[dict[str, MinMaxObserver | HistogramObserver], int]:
+    """One observer per tensor of ``tensors`` (outputs of ``sess`` or inputs in the feeds), fed
+    the ``total`` feeds of ``samples`` in order. ``first_sample``: the number of the first feed
+    in the whole calibration set of ``whole`` samples, for error messages (a shard's).
+
+    Returns:
+        ``(observers, samples_used)``.
+    """
+    output_names = [o.name for o in sess.get_outputs()]
+    wanted = set(tensors)
+    make = (lambda: HistogramObserver(exact=exact)) if histogram else MinMaxObserver
+    observers: dict[str, MinMaxObserver | HistogramObserver] = {name: make() for name in tensors}
     used = 0
 
     def observe_sample(feed: dict[str, np.ndarray], outputs: list[np.ndarray]) -> None:
@@ -173,7 +242,7 @@ def observe(
     # between runs. One update at a time, in sample order: the observers see what a sequential
     # run shows them, and at most one more sample's outputs are held. YOLOv8n, 32 samples,
     # 2-core EPYC: 44.7 ms a sample sequential, 45.8 pipelined with spinning, 37.9 without.
-    worker = ThreadPoolExecutor(1, thread_name_prefix="ptq-observe") if parallel else None
+    worker = ThreadPoolExecutor(1, thread_name_prefix="ptq-observe") if pipelined else None
     pending: Future | None = None
 
     def update(feed: dict[str, np.ndarray], outputs: list[np.ndarray]) -> None:
@@ -192,7 +261,10 @@ def observe(
         try:
             return sess.run(None, feed)
         except Exception as exc:
-            raise CalibrationDataError(f"sample {used + 1}{f' of {total}' if total else ''}: onnxruntime failed on it: {ort_error_line(exc)}") from None
+            of = whole or total
+            raise CalibrationDataError(
+                f"sample {first_sample + used + 1}{f' of {of}' if of else ''}: onnxruntime failed on it: {ort_error_line(exc)}"
+            ) from None
 
     try:
         batcher = _Batcher(sess, specs, batch_budget)
@@ -204,12 +276,7 @@ def observe(
     finally:
         if worker is not None:
             worker.shutdown(wait=True, cancel_futures=True)
-    for name, (sources, function) in derived.items():  # in graph order: sources come first
-        found = [observers[same.get(source, source)] for source in sources]
-        observers[name] = image(found[0], function) if function is not None else union(found)
-    for name, source in same.items():
-        observers[name] = observers[source]
-    return {name: observers[name] for name in tensors}, used
+    return observers, used
 
 
 # Ops whose output holds exactly the values of their first input, rearranged: the output's

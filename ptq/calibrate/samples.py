@@ -20,6 +20,7 @@ sample at a time whatever the source.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -172,11 +173,25 @@ class Samples:
             if position in self.indices:
                 yield feed
 
-    def _from_files(self) -> Iterator[dict[str, np.ndarray]]:
-        left = self.available
+    def between(self, start: int, stop: int) -> Iterator[dict[str, np.ndarray]]:
+        """Samples ``start`` to ``stop - 1`` of the selected ones of a folder or file (a shard,
+        ``ptq.calibrate.shards``); without ``indices`` the samples before ``start`` are skipped by
+        count, not read."""
+        if not is_path(self.data):
+            raise CalibrationDataError("calibration shards read their samples from files: give a folder or a file")
+        if self.indices is not None:
+            yield from itertools.islice(iter(self), start, stop)
+            return
+        yield from self._from_files(start, stop)
+
+    def _from_files(self, start: int = 0, stop: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        skip, left = start, min(self.available if stop is None else stop, self.available) - start
         for sample_file in self.files:
             if left <= 0:
                 return
+            if skip >= sample_file.count:
+                skip -= sample_file.count
+                continue
             if sample_file.splits is None:
                 yield read_sample(sample_file.path, self.specs, self.image_format)
                 left -= 1
@@ -190,8 +205,9 @@ class Samples:
                     raise CalibrationDataError(
                         f"{sample_file.path.name}: not a readable numpy file ({error_reason(exc)})"
                     ) from None
-                n = min(sample_file.count, left)
-                for index in range(n):
+                first, skip = skip, 0
+                n = min(sample_file.count - first, left)
+                for index in range(first, first + n):
                     label = f"{sample_file.path.name} (sample {index + 1} of {sample_file.count})"
                     try:
                         feed = reader.read(index)
