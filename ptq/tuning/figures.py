@@ -98,7 +98,8 @@ class Target:
             if not figures.top1 >= self.top1:
                 missed.append(f"top-1 {figures.top1:.3f} < {self.top1:g}")
         if self.metric is not None and not (figures.metric is not None and figures.metric >= self.metric):
-            missed.append(f"metric {figures.metric:.4g} < {self.metric:g}")
+            measured = "not measured" if figures.metric is None else f"{figures.metric:.4g}"
+            missed.append(f"metric {measured} < {self.metric:g}")
         return missed
 
     def met(self, figures: Figures) -> bool:
