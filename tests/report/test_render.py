@@ -1,0 +1,84 @@
+"""ptq.report.render: number formats, wrapping, and the text/Markdown/inspect renderings of real
+reports (two tiny models compared by onnxruntime; a model inspected)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from ptq.report import render
+from ptq.report.build import MeasureOptions, compare
+from ptq.report.inspect import inspect_model
+
+W = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
+
+
+def _save(w: np.ndarray, path) -> str:
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [numpy_helper.from_array(w, "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("render")
+    a = _save(W, folder / "a.onnx")
+    b = _save(W * 1.1, folder / "b_model.onnx")  # SQNR exactly 20 dB
+    options = MeasureOptions(latency=False, thresholds={"min_sqnr": 25.0})
+    return compare(a, b, options=options)  # synthesized inputs
+
+
+def test_number_formats():
+    assert [render.fmt_bytes(n) for n in (None, 999, 1500, 2_500_000)] == ["-", "999 B", "1.5 kB", "2.50 MB"]
+    assert render.fmt_ms(1.234) == "1.23 ms" and render.fmt_ratio(0.25) == "0.25x" and render.fmt_cosine(None) == "-"
+    assert render.fmt_db(math.inf) == "inf dB (identical)" and render.fmt_db(-math.inf) == "-inf dB"
+    assert render.fmt_db(19.96) == "20.0 dB"
+    assert render.fmt_err(0.999998) == "0.999998"  # 4 digits would print a misleading 1
+    assert render.fmt_err(0.123456) == "0.1235" and render.fmt_err(None) == "-"
+    assert render.fmt_top1(0.9375, 16) == "93.8% of 16" and render.fmt_top1(None) == "n/a"
+
+
+def test_fit_wraps_under_the_label_and_keeps_long_words():
+    line = "  note            " + " ".join(["word"] * 30)
+    wrapped = render.fit(line, 60).split("\n")
+    assert len(wrapped) > 1 and all(len(x) <= 60 for x in wrapped)
+    assert all(x.startswith(" " * 18) and not x.startswith(" " * 19) for x in wrapped[1:])
+    path = "/" + "p" * 100
+    assert render.fit(f"  wrote  {path}", 50).split("\n")[-1].strip() == path
+    assert render.fit("short", 80) == "short"
+
+
+def test_text_table_shows_the_measured_figures_and_failed_gate(report):
+    text = render.text_table(report)
+    assert "SQNR 20.0 dB" in text
+    assert "not measured (--no-bench)" in text
+    assert "FAIL" in text and "1.00x" in text
+    assert render.fidelity_line(report).startswith("cosine 1.00000")
+
+
+def test_markdown_names_the_models_and_the_gate(report):
+    md = render.markdown(report)
+    assert md.startswith("### ❌ ptq compare: `a.onnx` → `b_model.onnx` — 1 gate(s) failed")
+    assert "| SQNR | | 20.0 dB | |" in md
+    assert "| `--min-sqnr` | 25 | 20.00 dB | ❌ **FAIL** |" in md
+    assert f"onnxruntime {report.environment['onnxruntime']}" in md
+
+
+def test_inspect_text(tmp_path):
+    text = render.inspect_text(inspect_model(_save(W, tmp_path / "m.onnx")))
+    assert "opset ai.onnx 17" in text
+    assert "128 parameters, 512 B of weights" in text
+    assert "quantized  no" in text
+    assert "x  float32[1, 16]" in text
+    assert "runs       0 int8, 0 hybrid, 1 float" in text
