@@ -29,7 +29,9 @@ def test_subclass_exit_codes_are_unique_and_not_success_or_internal():
 
 
 def test_exit_code_constants_are_unique_and_each_has_a_message():
-    constants = {name: value for name, value in vars(errors).items() if name.startswith("EXIT_") and isinstance(value, int)}
+    constants = {
+        name: value for name, value in vars(errors).items() if name.startswith("EXIT_") and isinstance(value, int)
+    }
     assert len(set(constants.values())) == len(constants)
     assert set(constants.values()) == set(errors.EXIT_CODES)
     for code, message in errors.EXIT_CODES.items():

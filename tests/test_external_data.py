@@ -109,7 +109,8 @@ def test_tensor_nbytes_by_type():
 def test_all_tensors_finds_attribute_and_subgraph_tensors():
     const = helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.ones(2, np.float32), "cv"))
     inner = helper.make_graph(
-        [helper.make_node("Identity", ["k"], ["o"])], "then", [], [helper.make_tensor_value_info("o", TensorProto.FLOAT, [1])],
+        [helper.make_node("Identity", ["k"], ["o"])], "then", [],
+        [helper.make_tensor_value_info("o", TensorProto.FLOAT, [1])],
         [numpy_helper.from_array(np.ones(1, np.float32), "k")],
     )
     branch = helper.make_node("If", ["cond"], ["r"], then_branch=inner, else_branch=inner)

@@ -27,7 +27,10 @@ def _save(nodes, inits, path, out_dtype=TensorProto.FLOAT) -> str:
 
 
 def _float_model(path) -> str:
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Tanh", ["h"], ["y"], name="act")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        helper.make_node("Tanh", ["h"], ["y"], name="act"),
+    ]
     return _save(nodes, [numpy_helper.from_array(W, "w")], path)
 
 
