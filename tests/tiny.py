@@ -118,3 +118,48 @@ def id_samples(folder, n: int = 4, seed: int = 0) -> str:
     for i in range(n):
         np.savez(folder / f"sample_{i:03d}.npz", ids=rng.integers(0, 500, size=(1, 5 + i)).astype(np.int64))
     return str(folder)
+
+
+def difference_model() -> onnx.ModelProto:
+    """y = x W1 - x W2 with W2 close to W1: int8 rounding of either product swamps the small
+    difference (the output collapses), and only both MatMuls float give it back."""
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(size=(16, 8)).astype(np.float32)
+    w2 = (w1 + 0.02 * rng.normal(size=(16, 8))).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["a"], name="fc_a"),
+        helper.make_node("MatMul", ["x", "w2"], ["b"], name="fc_b"),
+        helper.make_node("Sub", ["a", "b"], ["y"], name="difference"),
+    ]
+    graph = helper.make_graph(
+        nodes, "difference",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def vector_samples(folder, n: int = 12, rows: int = 4) -> str:
+    """``n`` .npz samples of ``rows`` 16-float vectors for ``difference_model``."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        np.savez(folder / f"s{i:02d}.npz", x=rng.normal(size=(rows, 16)).astype(np.float32))
+    return str(folder)
+
+
+def save_matmul(w: np.ndarray, path) -> str:
+    """A one-MatMul model ``y = x @ w`` (x: [1, 16]) saved at ``path``."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, w.shape[1]])],
+        [numpy_helper.from_array(w, "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)

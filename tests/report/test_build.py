@@ -7,34 +7,20 @@ import json
 import math
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from ptq.errors import UsageError
 from ptq.report.build import MeasureOptions, bench, compare, json_safe
+from tests import tiny
 
 W = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
-
-
-def _save(w: np.ndarray, path) -> str:
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
-        [numpy_helper.from_array(w, "w")],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return str(path)
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pair")
-    a = _save(W, folder / "a.onnx")
-    b = _save(W * 1.1, folder / "b.onnx")  # every output 10% larger: cosine 1, SQNR exactly 20 dB
+    a = tiny.save_matmul(W, folder / "a.onnx")
+    b = tiny.save_matmul(W * 1.1, folder / "b.onnx")  # every output 10% larger: cosine 1, SQNR exactly 20 dB
     data = folder / "data"
     data.mkdir()
     rng = np.random.default_rng(1)

@@ -6,35 +6,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from ptq.report import render
 from ptq.report.build import MeasureOptions, compare
 from ptq.report.inspect import inspect_model
+from tests import tiny
 
 W = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
-
-
-def _save(w: np.ndarray, path) -> str:
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
-        [numpy_helper.from_array(w, "w")],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return str(path)
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     folder = tmp_path_factory.mktemp("render")
-    a = _save(W, folder / "a.onnx")
-    b = _save(W * 1.1, folder / "b_model.onnx")  # SQNR exactly 20 dB
+    a = tiny.save_matmul(W, folder / "a.onnx")
+    b = tiny.save_matmul(W * 1.1, folder / "b_model.onnx")  # SQNR exactly 20 dB
     options = MeasureOptions(latency=False, thresholds={"min_sqnr": 25.0})
     return compare(a, b, options=options)  # synthesized inputs
 
@@ -76,7 +62,7 @@ def test_markdown_names_the_models_and_the_gate(report):
 
 
 def test_inspect_text(tmp_path):
-    text = render.inspect_text(inspect_model(_save(W, tmp_path / "m.onnx")))
+    text = render.inspect_text(inspect_model(tiny.save_matmul(W, tmp_path / "m.onnx")))
     assert "opset ai.onnx 17" in text
     assert "128 parameters, 512 B of weights" in text
     assert "quantized  no" in text

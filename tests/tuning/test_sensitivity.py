@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
-
 from ptq.calibrate.runner import calibrate
 from ptq.config import Config
 from ptq.quantize.plan import make_plan
@@ -17,40 +13,11 @@ from ptq.tuning import sensitivity, validation
 from ptq.tuning.figures import Target, figures_of
 from ptq.tuning.scoring import Scoring
 from ptq.tuning.sensitivity import AS_HYBRID, FLOAT, Placement
-
-
-def _model() -> onnx.ModelProto:
-    """y = x W1 - x W2 with W2 near W1 (int8 rounding of either product costs a lot), then a
-    MatMul by a graph input (no constant weight: no hybrid placement)."""
-    rng = np.random.default_rng(0)
-    w1 = rng.normal(size=(16, 8)).astype(np.float32)
-    w2 = (w1 + 0.02 * rng.normal(size=(16, 8))).astype(np.float32)
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["a"], name="fc_a"),
-        helper.make_node("MatMul", ["x", "w2"], ["b"], name="fc_b"),
-        helper.make_node("Sub", ["a", "b"], ["y"], name="difference"),
-    ]
-    graph = helper.make_graph(
-        nodes, "difference",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
-        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
-def _samples(folder, n: int = 8) -> str:
-    rng = np.random.default_rng(1)
-    folder.mkdir()
-    for i in range(n):
-        np.savez(folder / f"s{i:02d}.npz", x=rng.normal(size=(1, 16)).astype(np.float32))
-    return str(folder)
+from tests import tiny
 
 
 def test_region_ops_are_the_int8_matmuls_with_their_placements():
-    model = _model()
+    model = tiny.difference_model()
     config = Config(calibration_data="unused")
     ops = sensitivity.region_ops(model, make_plan(model, config, Recipe.asked(config)))
     assert ops == [("fc_a", (FLOAT, AS_HYBRID)), ("fc_b", (FLOAT, AS_HYBRID))]
@@ -65,7 +32,7 @@ def test_placement_json_round_trip():
 
 
 def test_apply_takes_the_region_out_of_int8():
-    model = _model()
+    model = tiny.difference_model()
     config = Config(calibration_data="unused")
     recipe = Recipe.asked(config)
     before = make_plan(model, config, recipe)
@@ -77,8 +44,8 @@ def test_apply_takes_the_region_out_of_int8():
 
 
 def test_complete_adds_missing_ranges_or_says_they_are_missing(tmp_path):
-    model = _model()
-    data = _samples(tmp_path / "d")
+    model = tiny.difference_model()
+    data = tiny.vector_samples(tmp_path / "d", n=8, rows=1)
     config = Config(calibration_data=data)
     plan = make_plan(model, config, Recipe.asked(config))
     assert not sensitivity.complete({}, model, [plan], None)
@@ -94,8 +61,8 @@ def test_complete_adds_missing_ranges_or_says_they_are_missing(tmp_path):
 
 
 def test_measure_gives_each_placement_its_measured_gain(tmp_path):
-    model = _model()
-    data = _samples(tmp_path / "d", n=12)
+    model = tiny.difference_model()
+    data = tiny.vector_samples(tmp_path / "d", n=12, rows=1)
     config = Config(calibration_data=data, calibration_method="minmax")
     split = validation.split(12)
     recipe = Recipe.asked(config)

@@ -7,10 +7,8 @@ import json
 import math
 
 import numpy as np
-import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import TensorProto, helper, numpy_helper
 
 import ptq
 from ptq.cli import main
@@ -18,36 +16,6 @@ from ptq.errors import EXIT_COLLAPSED, EXIT_TARGET_MISSED, FidelityCollapsedErro
 from ptq.tuning import targets
 from ptq.tuning.figures import Figures, Target, cosine_db, figures_of
 from tests import tiny
-
-
-def difference_model() -> onnx.ModelProto:
-    """y = x W1 - x W2 with W2 close to W1: int8 rounding of either product swamps the small
-    difference (the output collapses), and only both MatMuls float give it back."""
-    rng = np.random.default_rng(0)
-    w1 = rng.normal(size=(16, 8)).astype(np.float32)
-    w2 = (w1 + 0.02 * rng.normal(size=(16, 8))).astype(np.float32)
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["a"], name="fc_a"),
-        helper.make_node("MatMul", ["x", "w2"], ["b"], name="fc_b"),
-        helper.make_node("Sub", ["a", "b"], ["y"], name="difference"),
-    ]
-    graph = helper.make_graph(
-        nodes, "difference",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
-        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
-def vector_samples(folder, n: int = 12) -> str:
-    rng = np.random.default_rng(1)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        np.savez(folder / f"s{i:02d}.npz", x=rng.normal(size=(4, 16)).astype(np.float32))
-    return str(folder)
 
 
 def test_figures_are_the_worst_output_and_targets_check_each():
@@ -66,8 +34,8 @@ def test_figures_are_the_worst_output_and_targets_check_each():
 
 
 def test_collapse_is_lifted_by_the_fewest_float_regions(tmp_path):
-    model = tiny.save(difference_model(), tmp_path / "m.onnx")
-    data = vector_samples(tmp_path / "d")
+    model = tiny.save(tiny.difference_model(), tmp_path / "m.onnx")
+    data = tiny.vector_samples(tmp_path / "d")
     ranges = tmp_path / "r.json"
     result = ptq.convert(model, ptq.Config(output=tmp_path / "q.onnx", calibration_data=data, save_ranges=ranges, write_ort=False))
     search = result.accuracy
@@ -89,10 +57,10 @@ def test_collapse_is_lifted_by_the_fewest_float_regions(tmp_path):
 
 def test_collapse_that_nothing_lifts_fails_naming_the_layers(tmp_path, monkeypatch):
     monkeypatch.setattr(targets, "COLLAPSE_COSINE", 1.5)  # unreachable: even all float scores 1.0
-    model = tiny.save(difference_model(), tmp_path / "m.onnx")
+    model = tiny.save(tiny.difference_model(), tmp_path / "m.onnx")
     out = tmp_path / "q.onnx"
     with pytest.raises(FidelityCollapsedError, match="fc_a, fc_b") as caught:
-        ptq.convert(model, ptq.Config(output=out, calibration_data=vector_samples(tmp_path / "d"), write_ort=False))
+        ptq.convert(model, ptq.Config(output=out, calibration_data=tiny.vector_samples(tmp_path / "d"), write_ort=False))
     assert caught.value.exit_code == EXIT_COLLAPSED
     assert not out.exists()  # refused: nothing handed over
 
@@ -124,8 +92,8 @@ def _figures_with(model, data, placements, method: str) -> Figures:
     from ptq.config import Config
     from ptq.quantize.static import calibrated_tensors
     from ptq.recipe import Recipe
-    from ptq.tuning.scoring import Scoring
     from ptq.tuning import sensitivity, validation
+    from ptq.tuning.scoring import Scoring
 
     config = Config(calibration_data=data, calibration_method=method)
     loaded = loader.load(model).model
