@@ -28,8 +28,20 @@ def test_split_is_disjoint_spread_and_bounded(total):
     v = len(split.validation)
     assert v == min(validation.MAX_VALIDATION, total // validation.VALIDATION_SHARE)
     assert split.scoring == split.validation
-    # evenly spread: one held-out sample in each of v equal blocks of the sample order
-    assert [int(i * v / total) for i in split.validation] == list(range(v))
+    # spread: one held-out sample in each of v equal blocks of the sample order
+    for block, position in enumerate(split.validation):
+        assert block * total // v <= position < (block + 1) * total // v
+
+
+@pytest.mark.parametrize("period", [2, 3, 4, 5])
+@pytest.mark.parametrize("total", [16, 24, 32, 40, 64, 65, 200])
+def test_split_holds_out_every_kind_of_an_alternating_folder(total, period):
+    """A folder that cycles through ``period`` kinds (PP-OCR cls's bench folder alternates upright
+    and upside-down lines) lends the validation part every kind: a fixed offset per block of four
+    held out only one kind."""
+    held = validation.split(total).validation
+    if len(held) >= 2 * period:
+        assert {i % period for i in held} == set(range(period))
 
 
 def test_samples_reads_only_the_selected_positions(tmp_path):
