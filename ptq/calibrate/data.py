@@ -272,12 +272,22 @@ def _samples_in(spec: InputSpec, shape: tuple[int, ...]) -> tuple[int, bool, int
     return 1, False, 0
 
 
+# Words in a symbolic axis name that say it is a sequence, not a batch: Silero VAD's input is
+# [sequence_length, 576], fed whole as one clip on purpose.
+_SEQUENCE_AXIS_WORDS = ("seq", "len", "time", "frame", "step", "token")
+
+
 def _free_batch(spec: InputSpec, shape: tuple[int, ...]) -> int:
-    """Axis 0 of an array fed whole to an input whose axis 0 is symbolic (1 otherwise)."""
+    """Axis 0 of an array fed whole to an input whose axis 0 is a symbolic batch axis (1 otherwise:
+    a fixed axis 0, or a symbolic one whose name says it is a sequence)."""
     if spec.dims is None or not spec.dims or len(shape) != len(spec.dims):
         return 1
     first = spec.dims[0]
-    return shape[0] if not (isinstance(first, int) and first > 0) and shape[0] > 1 else 1
+    if isinstance(first, int) and first > 0:
+        return 1
+    if isinstance(first, str) and any(word in first.lower() for word in _SEQUENCE_AXIS_WORDS):
+        return 1
+    return shape[0] if shape[0] > 1 else 1
 
 
 def scan_file(path: Path, specs: list[InputSpec]) -> SampleFile:

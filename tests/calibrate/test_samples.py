@@ -139,3 +139,12 @@ def test_a_stacked_batch_for_a_symbolic_batch_axis_says_it_is_one_sample_and_how
     assert "numpy.expand_dims(array, 1)" in notes[0]
     np.save(tmp_path / "fixed.npy", stacked[:, None])  # the fix the note gives: 12 samples
     assert len(Samples(tmp_path / "fixed.npy", SPECS)) == 12
+
+
+def test_rows_on_a_symbolic_sequence_axis_are_one_sample_without_a_note(tmp_path, caplog):
+    """Silero VAD's input is [sequence_length, 576]: a clip of 157 frames is one sample by design."""
+    specs = [InputSpec("input", np.dtype(np.float32), ("sequence_length", 8))]
+    np.save(tmp_path / "clip.npy", np.zeros((157, 8), np.float32))
+    with caplog.at_level(logging.WARNING, logger="ptq"):
+        assert len(Samples(tmp_path / "clip.npy", specs)) == 1
+    assert not [r for r in caplog.records if "batch axis" in r.getMessage()]

@@ -184,17 +184,8 @@ def test_silero_vad_lstm_runs_hybrid(tmp_path):
     assert (entry.kernel, entry.runs_as) == (HYBRID, "DynamicQuantizeLSTM")
 
 
-# Static mode measured 0.9776 frame agreement on 2026-12-07 after the calibration set was split
-# into fitting and validation samples (issue 14, held-out scoring): a known regression, kept
-# visible here until the held-out choice is made stable (TODO issue 14).
-SILERO_MODES = [
-    pytest.param("static", marks=pytest.mark.xfail(reason="issue 14: 0.9776 < 0.98 since the validation split", strict=False)),
-    "dynamic",
-]
-
-
 @pytest.mark.models
-@pytest.mark.parametrize("mode", SILERO_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_silero_vad_fidelity_holds_with_the_hybrid_lstm(mode, tmp_path):
     """The bar for keeping the hybrid LSTM on by default: on the held-out speech, VAD frame
     decisions agree with float on >= 98% of frames and speech_probs cosine >= 0.99."""
