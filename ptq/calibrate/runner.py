@@ -72,15 +72,16 @@ def sample_values(
     data_dir: Path,
     limit: int | None = None,
     image_format: ImageFormat | None = None,
+    indices: Collection[int] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """For each calibration sample, the values of ``tensors`` (graph inputs come from the feed,
+    """For each calibration sample (those at ``indices``, when given), the values of ``tensors`` (graph inputs come from the feed,
     others from one session with them as extra outputs), one sample at a time: for passes
     whose per-tensor state is small (per-channel means or maxima), not for the range pass."""
     graph_inputs = {i.name for i in model.graph.input}
     with with_outputs(model, tensors) as observed:
         sess = session(observed)
     computed = [o.name for o in sess.get_outputs() if o.name in set(tensors)]
-    for index, feed in enumerate(Samples(data_dir, input_specs(model), limit, image_format)):
+    for index, feed in enumerate(Samples(data_dir, input_specs(model), limit, image_format, indices)):
         try:
             values = dict(zip(computed, sess.run(computed, feed)))
         except Exception as exc:

@@ -55,6 +55,9 @@ class Plan:
     # weighted node name -> index of its weight input and its per-channel axis (None = per tensor)
     weights: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     mse_weights: bool = False  # MSE-clipped weight ranges (the recipe's weight range), else min/max
+    # weighted node name -> the mean output shift of its int8 weights its bias absorbs (the
+    # recipe's bias correction, for the nodes this plan gives int8 weights; ``quantize.bias``)
+    bias_shifts: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def quantized(self, name: str) -> bool:
         d = self.decisions.get(name)
@@ -181,7 +184,8 @@ def make_plan(model: onnx.ModelProto, config: Config, recipe: Recipe | None = No
             )
 
     activations = _quantized_tensors(graph, region, roles, is_float_activation, read_by)
-    return Plan(decisions, activations, weights, recipe.mse_weights)
+    shifts = {name: shift for name, shift in recipe.bias_shifts if name in weights}
+    return Plan(decisions, activations, weights, recipe.mse_weights, shifts)
 
 
 def accuracy_reason(node: onnx.NodeProto, recipe: Recipe, runs: str) -> str | None:

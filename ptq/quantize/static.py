@@ -28,6 +28,7 @@ from ptq.quantize import hardsigmoid, kernels, lstm
 from ptq.quantize.dynamic import hybrid_matmul, int8_gather
 from ptq.quantize.plan import ABSORBED, HYBRID, MOVEMENT, TABLE, WEIGHT_ONLY, WEIGHTED, Plan
 from ptq.quantize.rewrite import GraphBuilder, finish
+from ptq.quantize.bias import apply_shifts
 from ptq.quantize.weights import WeightMemo, WeightStore, require_finite
 
 
@@ -135,6 +136,8 @@ def quantize_static(
     """Return a QDQ model: ``model`` with the plan's tensors and weights quantized.
 
     ``weight_memo``: shared by the candidates built from one float model (see ``WeightMemo``)."""
+    if plan.bias_shifts:  # bias correction, on the layers given int8 weights (the plan holds only those)
+        apply_shifts(model, {name: shift for name, shift in plan.bias_shifts.items() if name in plan.weights})
     qparams = activation_qparams(model, plan, ranges, config)
     builder = GraphBuilder(model)
     graph = model.graph

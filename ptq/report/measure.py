@@ -313,6 +313,8 @@ class _OutputAccumulator:
     cosines: list[float] = field(default_factory=list)
     signal: float = 0.0
     noise: float = 0.0
+    cross: float = 0.0  # sum of ref . test over samples (the pooled cosine's numerator)
+    test_energy: float = 0.0
     max_abs: float = 0.0
     top1_same: int = 0
     top1_rows: int = 0
@@ -332,6 +334,8 @@ class _OutputAccumulator:
         self.cosines.append(qmath.cosine(r, t))
         self.signal += float(np.dot(r, r))
         self.noise += float(np.dot(err, err))
+        self.cross += float(np.dot(r, t))
+        self.test_energy += float(np.dot(t, t))
         if err.size:
             self.max_abs = max(self.max_abs, float(np.max(np.abs(err))))
         basis = class_scores(self.name, ref)  # every sample must qualify
@@ -367,7 +371,17 @@ class _OutputAccumulator:
             top1,
             self.top1_rows if top1 is not None else 0,
             self.top1_basis if top1 is not None else None,
+            _pooled_cosine(self.cross, self.signal, self.test_energy),
         )
+
+
+def _pooled_cosine(cross: float, signal: float, test_energy: float) -> float:
+    """Cosine of all samples' outputs taken as one vector (1.0 when both are all zeros)."""
+    if signal == 0.0 and test_energy == 0.0:
+        return 1.0
+    if signal == 0.0 or test_energy == 0.0:
+        return 0.0
+    return cross / math.sqrt(signal * test_energy)
 
 
 def compare_output_lists(
@@ -404,6 +418,9 @@ class OutputFidelity:
     top1: float | None
     top1_rows: int = 0
     top1_basis: str | None = None
+    # the cosine of all samples' outputs as one vector: a sample with little signal (a blank page
+    # under a text detector) weighs little, as in the pooled SQNR (the collapse floor's measure)
+    cosine_pooled: float | None = None
 
     def to_json(self) -> dict:
         return {

@@ -9,12 +9,19 @@ kernel has 9, and their rounding errors do not average out.
 The correction is applied to the float model before it is quantized, so the int32 bias that
 ``quantize_static`` writes already carries it. ``Wq`` is computed exactly as the quantizer will
 compute it (same scheme, axis and range), from the pure functions in ``ptq.qmath``.
+
+It is a scored choice (``choose``): the means come from the fitting samples only, and the
+correction is kept where it raises the output SQNR on the held-out validation samples by
+``MARGIN_DB`` (``--bias-correction`` keeps it unscored, ``--no-bias-correction`` never tries it).
+The shifts are recorded in the recipe, so ``--load-ranges`` repeats them without data.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -24,10 +31,17 @@ from ptq import qmath
 from ptq.calibrate.runner import sample_values
 from ptq.config import Config, ImageFormat, Scheme
 from ptq.graph import attr, initializers
+from ptq.quantize.bias import apply_shifts
 from ptq.quantize.plan import Plan
+from ptq.recipe import Recipe, Scored
 
 # Means converge quickly; more samples only cost time.
 MEAN_SAMPLES = 32
+# Kept when it gains this much on the validation samples (bench/ACCURACY_RESULTS.md, "recipes as
+# candidates": held out it gained 0.3-1.4 dB where it helped and lost up to 0.5 where it hurt).
+MARGIN_DB = 0.2
+
+Shifts = dict[str, np.ndarray]  # node name -> (Wq - W) E[x] per output channel (float64)
 
 
 @dataclass(frozen=True)
@@ -61,13 +75,18 @@ def targets(model: onnx.ModelProto, plan: Plan) -> list[Target]:
 
 
 def channel_means(
-    model: onnx.ModelProto, tensors: list[str], data_dir: Path, limit: int | None, image_format: ImageFormat | None
+    model: onnx.ModelProto, tensors: list[str], data, limit: int | None, image_format: ImageFormat | None,
+    indices: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Mean of each tensor over every axis but 1 (channels), over up to ``MEAN_SAMPLES`` samples."""
-    limit = min(limit or MEAN_SAMPLES, MEAN_SAMPLES)
+    """Mean of each tensor over every axis but 1 (channels), over up to ``MEAN_SAMPLES`` samples
+    (of those at ``indices``: the fitting part of the split, when there is one)."""
+    if indices is not None:
+        indices = tuple(indices)[:MEAN_SAMPLES]
+    else:
+        limit = min(limit or MEAN_SAMPLES, MEAN_SAMPLES)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    for values in sample_values(model, tensors, data_dir, limit, image_format):
+    for values in sample_values(model, tensors, data, limit, image_format, indices):
         for name, value in values.items():
             if value.ndim < 2 or not np.all(np.isfinite(value)):
                 continue
@@ -91,17 +110,17 @@ def output_shift(target: Target, w: np.ndarray, wq: np.ndarray, mean: np.ndarray
     return (summed * means).sum(axis=1)
 
 
-def apply(model: onnx.ModelProto, plan: Plan, config: Config, data_dir: Path) -> tuple[str, ...]:
-    """Correct the biases in place (the weights as ``plan`` quantizes them); returns the layers
-    corrected, by node name."""
+def shifts(model: onnx.ModelProto, plan: Plan, config: Config, data, indices: Sequence[int] | None = None) -> Shifts:
+    """``(Wq - W) E[x]`` of every layer ``plan`` gives int8 weights and whose shape lines up, with
+    the weights as ``plan`` quantizes them and the means over the samples at ``indices``."""
     found = targets(model, plan)
     if not found:
-        return ()
-    means = channel_means(model, sorted({t.activation for t in found}), data_dir, config.calibration_samples, config.image_format)
-    graph = model.graph
-    inits = initializers(graph)
+        return {}
+    means = channel_means(model, sorted({t.activation for t in found}), data, config.calibration_samples,
+                          config.image_format, indices)  # fmt: skip
+    inits = initializers(model.graph)
     symmetric = config.weights == Scheme.SYMMETRIC
-    corrected = []
+    result: Shifts = {}
     for target in found:
         if target.activation not in means:
             continue
@@ -117,22 +136,52 @@ def apply(model: onnx.ModelProto, plan: Plan, config: Config, data_dir: Path) ->
             shape = qmath.broadcast_shape(w.ndim, target.axis, w.shape[target.axis])
             wq = qmath.dequantize(q, scale.reshape(shape), zero_point.reshape(shape))
         shift = output_shift(target, w, wq, means[target.activation])
-        if shift is None or not np.all(np.isfinite(shift)):
-            continue
-        node = next(n for n in graph.node if n.name == target.node)
-        if target.bias is None:
-            bias = -shift
-        else:
-            bias = numpy_helper.to_array(inits[target.bias]).astype(np.float64) - shift
-        name = f"{target.bias or target.weight}/corrected"
-        while name in inits:
-            name += "_"
-        tensor = numpy_helper.from_array(bias.astype(np.float32), name)
-        graph.initializer.append(tensor)
-        inits[name] = graph.initializer[-1]
-        if len(node.input) > 2:
-            node.input[2] = name
-        else:
-            node.input.append(name)
-        corrected.append(target.node)
-    return tuple(corrected)
+        if shift is not None and np.all(np.isfinite(shift)):
+            result[target.node] = shift
+    return result
+
+
+def apply(model: onnx.ModelProto, plan: Plan, config: Config, data, indices: Sequence[int] | None = None) -> tuple[str, ...]:
+    """Correct the float biases in place (the weights as ``plan`` quantizes them); returns the
+    layers corrected, by node name."""
+    return apply_shifts(model, shifts(model, plan, config, data, indices))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The recipe with the correction's decision (its shifts when kept, both scores when scored),
+    the plan that carries the shifts to the quantizer, and the score of the model as it stands."""
+
+    recipe: Recipe
+    plan: Plan
+    score: float
+    kept: bool
+
+    def describe(self) -> str:
+        layers = len(self.recipe.bias_shifts)
+        scores = {s.candidate: s.score_db for s in self.recipe.bias_correction_scores}
+        if not scores:
+            return f"bias correction: {layers} layer(s) corrected (asked for, not scored)" if self.kept else ""
+        measured = f"output SQNR {scores['off']:.1f} dB without, {scores['on']:.1f} dB with"
+        if self.kept:
+            return f"bias correction: kept, {layers} layer(s) corrected; {measured}"
+        return f"bias correction: not kept ({measured}; it must gain {MARGIN_DB} dB)"
+
+
+def choose(recipe: Recipe, plan: Plan, ranges, config: Config, scoring, score: float, fit: Sequence[int] | None) -> Choice:
+    """Correct the biases where that pays on the validation samples (``config.bias_correction``
+    None), or as asked (True: always; False: never), with means over the ``fit`` samples."""
+    if config.bias_correction is False:
+        return Choice(recipe, plan, score, False)
+    found = shifts(scoring.model, plan, config, config.calibration_data, fit)
+    if not found:
+        return Choice(recipe, plan, score, False)
+    corrected = recipe.replace(bias_shifts=tuple((name, tuple(float(v) for v in found[name])) for name in sorted(found)))
+    corrected_plan = dataclasses.replace(plan, bias_shifts=dict(corrected.bias_shifts))
+    if config.bias_correction is True:
+        return Choice(corrected, corrected_plan, math.nan, True)
+    with_correction = scoring.score_plan(corrected_plan, ranges, config)
+    scores = (Scored("off", score), Scored("on", with_correction))
+    if with_correction >= score + MARGIN_DB:
+        return Choice(corrected.replace(bias_correction_scores=scores), corrected_plan, with_correction, True)
+    return Choice(recipe.replace(bias_correction_scores=scores), plan, score, False)

@@ -36,6 +36,7 @@ class Figures:
     cosine_min: float  # worst sample of any output
     top1: float | None  # worst output that looks like class scores; None when none does
     metric: float | None = None  # the user's metric, when given
+    cosine_pooled: float = 1.0  # worst output, all samples as one vector (the collapse floor's measure)
 
     def describe(self) -> str:
         parts = [f"SQNR {self.sqnr_db:.1f} dB", f"cosine {self.cosine:.4f} (worst sample {self.cosine_min:.4f})"]
@@ -46,7 +47,8 @@ class Figures:
         return ", ".join(parts)
 
     def to_json(self) -> dict:
-        return {"sqnr_db": self.sqnr_db, "cosine": self.cosine, "cosine_min": self.cosine_min, "top1": self.top1, "metric": self.metric}
+        return {"sqnr_db": self.sqnr_db, "cosine": self.cosine, "cosine_min": self.cosine_min, "cosine_pooled": self.cosine_pooled,
+                "top1": self.top1, "metric": self.metric}  # fmt: skip
 
 
 def figures_of(names: Sequence[str], reference: Outputs, candidate: Outputs, metric: Metric | None = None) -> Figures:
@@ -60,6 +62,7 @@ def figures_of(names: Sequence[str], reference: Outputs, candidate: Outputs, met
         min(o.cosine_min for o in outputs),
         min(top1) if top1 else None,
         float(metric(names, reference, candidate)) if metric else None,
+        min(o.cosine_pooled for o in outputs),
     )
 
 
@@ -77,19 +80,22 @@ class Target:
     sqnr_db: float | None = None
     top1: float | None = None
     metric: float | None = None
+    cosine_pooled: float | None = None  # the collapse floor (``targets.COLLAPSE_COSINE``)
 
     @classmethod
     def of(cls, config: Config) -> "Target":
         return cls(config.target_cosine, config.target_sqnr, config.target_top1, config.target_metric)
 
     def __bool__(self) -> bool:
-        return any(v is not None for v in (self.cosine, self.sqnr_db, self.top1, self.metric))
+        return any(v is not None for v in (self.cosine, self.sqnr_db, self.top1, self.metric, self.cosine_pooled))
 
     def misses(self, figures: Figures) -> list[str]:
         """The figures below their target, described (empty when the target holds)."""
         missed = []
         if self.cosine is not None and not figures.cosine >= self.cosine:
             missed.append(f"cosine {figures.cosine:.4f} < {self.cosine:g}")
+        if self.cosine_pooled is not None and not figures.cosine_pooled >= self.cosine_pooled:
+            missed.append(f"pooled cosine {figures.cosine_pooled:.4f} < {self.cosine_pooled:g}")
         if self.sqnr_db is not None and not figures.sqnr_db >= self.sqnr_db:
             missed.append(f"SQNR {figures.sqnr_db:.1f} dB < {self.sqnr_db:g} dB")
         if self.top1 is not None:
@@ -111,6 +117,8 @@ class Target:
         in steps too coarse to rank by)."""
         if self.cosine is not None and self.sqnr_db is None:
             return cosine_db(figures.cosine)
+        if self.cosine_pooled is not None and self.sqnr_db is None:
+            return cosine_db(figures.cosine_pooled)
         return min(figures.sqnr_db, MAX_DB)
 
     def tightened(self, margin_db: float) -> "Target":
@@ -122,12 +130,15 @@ class Target:
             None if self.sqnr_db is None else self.sqnr_db + margin_db,
             self.top1,
             self.metric,
+            None if self.cosine_pooled is None else 1.0 - (1.0 - self.cosine_pooled) * factor,
         )
 
     def describe(self) -> str:
         parts = []
         if self.cosine is not None:
             parts.append(f"cosine >= {self.cosine:g}")
+        if self.cosine_pooled is not None:
+            parts.append(f"pooled cosine >= {self.cosine_pooled:g}")
         if self.sqnr_db is not None:
             parts.append(f"SQNR >= {self.sqnr_db:g} dB")
         if self.top1 is not None:

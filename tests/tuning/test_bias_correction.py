@@ -65,3 +65,75 @@ def test_correction_removes_the_mean_output_error_of_a_depthwise_conv(tmp_path):
 
     before, after = mean_error(False), mean_error(True)
     assert after < 0.5 * before, (before, after)
+
+
+def _depthwise_calibration(tmp_path):
+    model = _depthwise_model(tmp_path / "dw.onnx")
+    rng = np.random.default_rng(2)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    offsets = rng.uniform(2, 6, size=(1, 16, 1, 1))
+    for i in range(12):
+        np.save(calib / f"s{i:02d}.npy", (rng.normal(size=(1, 16, 12, 12)) + offsets).astype(np.float32))
+    return model, calib
+
+
+def test_auto_keeps_the_correction_where_it_pays_on_the_validation_samples(tmp_path):
+    """Default (None): scored on the held-out samples; on a depthwise conv fed large channel means
+    the correction gains more than the margin, so it is kept and both scores are recorded."""
+    model, calib = _depthwise_calibration(tmp_path)
+    result = ptq.convert(model, ptq.Config(output=tmp_path / "q.onnx", calibration_data=calib, write_ort=False,
+                                           calibration_method="minmax"))  # fmt: skip
+    scores = {s.candidate: s.score_db for s in result.recipe.bias_correction_scores}
+    assert scores["on"] >= scores["off"] + bias_correction.MARGIN_DB, scores
+    assert result.recipe.bias_corrected == ("dw",)
+    assert any(n.startswith("bias correction: kept") for n in result.notes)
+    off = ptq.convert(model, ptq.Config(output=tmp_path / "off.onnx", calibration_data=calib, write_ort=False,
+                                        calibration_method="minmax", bias_correction=False))  # fmt: skip
+    assert off.recipe.bias_shifts == () and off.recipe.bias_correction_scores == ()
+    assert (tmp_path / "q.onnx").read_bytes() != (tmp_path / "off.onnx").read_bytes()
+
+
+def test_means_come_from_the_fitting_samples_only(tmp_path):
+    """A held-out sample's values never reach the shifts: changing it leaves them unchanged."""
+    model, calib = _depthwise_calibration(tmp_path)
+    from ptq.tuning import validation
+
+    held = validation.split(12).validation[0]
+
+    def shifts_now():
+        out = tmp_path / "q.onnx"
+        return ptq.convert(model, ptq.Config(output=out, calibration_data=calib, write_ort=False, calibration_method="minmax",
+                                             bias_correction=True)).recipe.bias_shifts  # fmt: skip
+
+    before = shifts_now()
+    path = sorted(calib.iterdir())[held]
+    np.save(path, np.load(path) + 100.0)
+    assert shifts_now() == before
+
+
+def test_load_ranges_repeats_the_correction_without_data(tmp_path):
+    model, calib = _depthwise_calibration(tmp_path)
+    ranges = tmp_path / "ranges.json"
+    first = ptq.convert(model, ptq.Config(output=tmp_path / "a.onnx", calibration_data=calib, write_ort=False,
+                                          calibration_method="minmax", bias_correction=True, save_ranges=ranges))  # fmt: skip
+    again = ptq.convert(model, ptq.Config(output=tmp_path / "b.onnx", load_ranges=ranges, write_ort=False))
+    assert again.recipe.bias_shifts == first.recipe.bias_shifts != ()
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    dropped = ptq.convert(model, ptq.Config(output=tmp_path / "c.onnx", load_ranges=ranges, write_ort=False, bias_correction=False))
+    assert dropped.recipe.bias_shifts == ()
+    assert (tmp_path / "c.onnx").read_bytes() != (tmp_path / "a.onnx").read_bytes()
+
+
+def test_a_layer_kept_float_keeps_its_own_bias(tmp_path):
+    """The plan carries shifts only for layers it gives int8 weights: a corrected layer that a
+    later step places float runs its original float bias."""
+    from ptq.loader import load
+    from ptq.quantize.plan import make_plan
+    from ptq.recipe import FLOAT, ACCURACY, Placement, Recipe
+
+    model = load(_depthwise_model(tmp_path / "dw.onnx")).model
+    config = ptq.Config(calibration_data=tmp_path)
+    corrected = Recipe(bias_shifts=(("dw", tuple([0.5] * 16)),))
+    assert make_plan(model, config, corrected).bias_shifts == {"dw": tuple([0.5] * 16)}
+    assert make_plan(model, config, corrected.placed(Placement("dw", FLOAT, ACCURACY))).bias_shifts == {}

@@ -40,19 +40,38 @@ def test_collapse_is_lifted_by_the_fewest_float_regions(tmp_path):
     result = ptq.convert(model, ptq.Config(output=tmp_path / "q.onnx", calibration_data=data, save_ranges=ranges, write_ort=False))
     search = result.accuracy
     assert search is not None and search.collapse and search.met
-    assert search.base.cosine < targets.COLLAPSE_COSINE <= search.figures.cosine == result.held_out.cosine
-    assert {p.node for p in search.placements} == {"fc_a", "fc_b"}
+    assert search.base.cosine_pooled < targets.COLLAPSE_COSINE <= search.figures.cosine_pooled == result.held_out.cosine_pooled
+    placed = {p.node for p in search.placements}
+    assert placed and placed <= {"fc_a", "fc_b"}
     # the op list says why, the summary lists them, the ranges file records them
     entries = {e.name: e for e in result.oplist.nodes}
-    for node in ("fc_a", "fc_b"):  # each alone measured a loss: the pair together is what lifts it
+    for node in placed:
         assert entries[node].kernel == "float" and entries[node].reason.startswith("accuracy: kept float, ")
-    assert {(p.target, p.runs, p.reason) for p in result.recipe.placements} == {("fc_a", "float", "accuracy"), ("fc_b", "float", "accuracy")}
+    assert {p.target for p in result.recipe.placements if (p.runs, p.reason) == ("float", "accuracy")} == placed
     saved = json.loads(ranges.read_text())
-    assert {p["target"] for p in saved["recipe"]["placements"] if p["reason"] == "accuracy"} == {"fc_a", "fc_b"}
+    assert {p["target"] for p in saved["recipe"]["placements"] if (p["runs"], p["reason"]) == ("float", "accuracy")} == placed
     # --load-ranges rebuilds the same model without data
     again = ptq.convert(model, ptq.Config(output=tmp_path / "again.onnx", load_ranges=ranges, write_ort=False))
     assert again.outputs.onnx.read_bytes() == result.outputs.onnx.read_bytes()
     assert again.accuracy is None and again.split is None
+
+
+def test_the_collapse_floor_weighs_each_sample_by_its_signal():
+    """A sample with almost no signal whose cosine is noise does not make a collapse; losing the
+    signal on the samples that carry it does."""
+    from ptq.tuning.figures import figures_of
+
+    rng = np.random.default_rng(0)
+    strong = [rng.normal(size=64) for _ in range(3)]
+    faint = rng.normal(size=64) * 1e-3
+    reference = [[x] for x in (*strong, faint)]
+    lossy = [[x + rng.normal(scale=0.05, size=64)] for x in strong] + [[faint + rng.normal(scale=5e-3, size=64)]]
+    figures = figures_of(["y"], reference, lossy)
+    floor = Target(cosine_pooled=targets.COLLAPSE_COSINE)
+    assert figures.cosine_min < 0.5 and figures.cosine < 0.9  # the faint sample's cosine is noise
+    assert floor.met(figures) and figures.cosine_pooled > 0.99
+    collapsed = [[rng.normal(size=64)] for _ in strong] + [[faint]]
+    assert not floor.met(figures_of(["y"], reference, collapsed))
 
 
 def test_collapse_that_nothing_lifts_fails_naming_the_layers(tmp_path, monkeypatch):
