@@ -361,7 +361,7 @@ Writes OUT (.onnx), OUT.ort and OUT.ops.json (what onnxruntime runs for every no
                  help="-c: run MatMul groups with hybrid kernels where that raises output SQNR."),
     cloup.option("--auto-fallback", is_flag=True, help="-c: keep an elementwise op type float where that gains 1 dB (off: README)."),
     cloup.option("--bias-correction/--no-bias-correction", default=None,
-                 help="-c: correct Conv/Gemm biases for their int8 weights' mean shift [default: where it gains 0.2 dB on validation]."),
+                 help="-c: correct Conv/Gemm biases for their int8 weights' mean shift [default: where it gains 0.5 dB on validation]."),
     cloup.option("--equalize", is_flag=True, help="Cross-layer equalization of Conv pairs (pays with --per-tensor)."),
     cloup.option("--equalize-activations", is_flag=True, help="-c: equalize depthwise-conv inputs behind Conv -> HardSwish."),
     cloup.option("--smoothquant", type=float, default=None, metavar="ALPHA", help="-c: SmoothQuant with strength ALPHA (e.g. 0.5)."),
