@@ -37,6 +37,7 @@ SWITCHES = {
     "smoothquant 0.5": {"smoothquant": 0.5},
     "auto fallback": {"auto_fallback": True},
     "weight range auto": {"weight_range": WeightRange.AUTO},
+    "HardSigmoid float": {"exclude": ("HardSigmoid",)},  # instead of its exact int8 table
 }
 
 

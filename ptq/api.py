@@ -31,7 +31,7 @@ from ptq.quantize.plan import Decision, make_plan
 from ptq.quantize.static import calibrated_tensors, quantize_static
 from ptq.recipe import LATENCY, LatencyRecord, Recipe
 from ptq.rewrites import passes
-from ptq.tuning import bias_correction, latency
+from ptq.tuning import bias_correction, equalization, latency
 from ptq.tuning.collapse import describe_guard, guard_log_inputs
 from ptq.tuning.groups import choose_fallback, choose_hybrid, describe_fallback, describe_hybrid
 from ptq.tuning.method import choose_method
@@ -113,21 +113,45 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     notes = list(loaded.notes) + unmatched_names(config, prepared_nodes)
 
     saved = read_ranges(config.load_ranges) if config.load_ranges is not None else None
+    config = equalization.resolve(config, saved)
     recipe = starting_recipe(config, saved)
-    recipe = passes.apply(model, config, recipe, progress)
-    # The op list follows source nodes into the graph the float cleanup left (what it removed: cleaned).
-    cleaned = passes.removed(recipe)
-    prepared_nodes = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
-    notes += [note for rewrite in recipe.rewrites for note in rewrite.notes]
+    # Every measured choice scores on held-out validation samples the ranges and the data-driven
+    # rewrites are not fitted on (``tuning.validation``).
+    split = sample_split(model, config) if config.calibration_data is not None else None
+    # (with --load-ranges and -c, the data-driven rewrites measure the same fitting samples again)
+    fit = split.fit if split is not None else None
+    if saved is not None:
+        split = None  # the ranges come from the file: nothing is scored
+    recipe = passes.apply(model, config, recipe, progress, fit)
+    # Activation equalization is a scored candidate where the cleaned model has its blocks: the
+    # equalized copy goes through the same static pipeline (``tuning.equalization``).
+    trial = equalization.candidate(model, config, recipe, progress, fit) if split is not None else None
+    # The op list follows source nodes into the graph the rewrites left: taken before quantizing.
+    prepared = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
     if config.fp16 and not config.static:  # float16 weights, float32 kernels instead of int8 (ptq.quantize.fp16)
         halved = fp16.convert(model)
         quantized = Quantized(halved.model, halved.decisions, recipe, 0, [fp16.describe(halved)])
     elif config.static:
-        quantized = quantize_with_ranges(model, config, recipe, saved, progress, source)
+        quantized = quantize_with_ranges(model, config, recipe, saved, progress, source, split)
+        if trial is not None:
+            prepared_trial = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in trial.model.graph.node]
+            other = quantize_with_ranges(trial.model, config, trial.recipe, saved, progress, source, split)
+            keep, note = equalization.pick(quantized, other)
+            if keep is other:
+                quantized, prepared = other, prepared_trial
+            quantized.notes.append(note)
+            del trial, other
+        recipe = quantized.recipe
+        if quantized.saving is not None:
+            save_ranges(*quantized.saving, config.percentile, quantized.samples, config.save_ranges)
         if config.fp16:  # the layers left float keep float16 weights
             notes.append(fp16.describe(fp16.convert(quantized.model, fp16.quantization_constants(quantized.model))))
     else:
         quantized = quantize_weights_only(model, config, recipe, progress)
+    # The op list follows source nodes into the graph the float cleanup left (what it removed: cleaned).
+    cleaned = passes.removed(quantized.recipe)
+    prepared_nodes = prepared
+    notes += [note for rewrite in quantized.recipe.rewrites for note in rewrite.notes]
     notes += quantized.notes
 
     written = write_outputs(
@@ -216,11 +240,19 @@ class Quantized:
     split: validation.Split | None = None
     held_out: Figures | None = None
     accuracy: targets.SearchResult | None = None
+    saving: tuple[dict, Recipe] | None = None  # the ranges and recipe --save-ranges records
+
+
+def sample_split(model: onnx.ModelProto, config: Config) -> validation.Split:
+    """The fitting/validation split of the calibration samples (``tuning.validation``)."""
+    available = Samples(config.calibration_data, input_specs(model), config.calibration_samples, config.image_format)
+    # a Python source without len() is counted by reading it once (one sample at a time)
+    return validation.split(available.count if available.count is not None else sum(1 for _ in available))
 
 
 def quantize_with_ranges(
     model: onnx.ModelProto, config: Config, recipe: Recipe, saved: SavedRanges | None, progress: Progress,
-    source: Path,
+    source: Path, split: validation.Split | None = None,
 ) -> Quantized:  # fmt: skip
     """Static mode: ranges (calibrated, or from the file), the scored choices, the latency
     placement (timed against ``source``, the input file), bias correction, then the QDQ model."""
@@ -237,11 +269,9 @@ def quantize_with_ranges(
     method_note = None
     # Every measured choice below, and the fidelity check at the end, scores on held-out
     # validation samples the ranges are not fitted on (``tuning.validation``).
-    split = fit = None
+    fit = None
     if saved is None:
-        available = Samples(config.calibration_data, input_specs(model), config.calibration_samples, config.image_format)
-        # a Python source without len() is counted by reading it once (one sample at a time)
-        split = validation.split(available.count if available.count is not None else sum(1 for _ in available))
+        split = split if split is not None else sample_split(model, config)
         fit = split.fit
         notes.append(split.describe())
     if saved is not None:
@@ -320,8 +350,8 @@ def quantize_with_ranges(
         notes.extend(search.describe() if search is not None else [f"fidelity on {scoring.scored_on}: {held_out.describe()}"])
     del scoring
 
-    if config.save_ranges is not None:
-        save_ranges(ranges, recipe, config.percentile, samples, config.save_ranges)
+    # What --save-ranges records (written by ``convert`` once the conversion to keep is picked).
+    saving = (ranges, recipe) if config.save_ranges is not None else None
     progress("quantize", 0, 0)
     notes += [method_note] if method_note else []
     if _weights_only(recipe):
@@ -330,9 +360,9 @@ def quantize_with_ranges(
         # (bias correction was measured for int8 static kernels: the fallback does not carry it)
         recipe = recipe.replace(bias_shifts=(), bias_correction_scores=())
         fallback = quantize_dynamic(model, config, recipe.replace(placements=_without_latency(recipe.placements)))
-        return Quantized(fallback.model, fallback.decisions, recipe, samples, notes, split, held_out, search)
+        return Quantized(fallback.model, fallback.decisions, recipe, samples, notes, split, held_out, search, saving)
     quantized = quantize_static(model, plan, ranges, config)
-    return Quantized(quantized, plan.decisions, recipe, samples, notes, split, held_out, search)
+    return Quantized(quantized, plan.decisions, recipe, samples, notes, split, held_out, search, saving)
 
 
 def _weights_only(recipe: Recipe) -> bool:

@@ -127,7 +127,9 @@ class Config:
             (``ptq.rewrites.equalize``), exact in float. Off by default (README has the measurements).
         equalize_activations: static mode, needs calibration data: equalize the per-channel
             ranges of depthwise-conv inputs behind Conv -> HardSwish blocks (``ptq.rewrites.equalize_activations``),
-            exact in float, one float per-channel Mul per block.
+            exact in float, one float per-channel Mul per block. None (the default): where the
+            model has such blocks, the equalized model is kept when it scores better on the
+            validation samples (``ptq.tuning.equalization``); True always, False never.
         target_cosine, target_sqnr, target_top1: static mode, with calibration data: fidelity
             targets on the held-out validation samples (output cosine, SQNR in dB, top-1
             agreement; the worst output counts, as for the --min-* gates). Where the int8 model
@@ -177,7 +179,7 @@ class Config:
     auto_fallback: bool = False
     weight_range: WeightRange = WeightRange.MINMAX
     equalize: bool = False
-    equalize_activations: bool = False
+    equalize_activations: bool | None = None  # None: a scored candidate where blocks exist
     target_cosine: float | None = None
     target_sqnr: float | None = None
     target_top1: float | None = None
@@ -211,7 +213,7 @@ class Config:
             raise UsageError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.smoothquant is not None and not 0.0 <= self.smoothquant <= 1.0:
             raise UsageError(f"--smoothquant must be in [0, 1], got {self.smoothquant}")
-        if self.equalize_activations and self.calibration_data is None:
+        if self.equalize_activations is True and self.calibration_data is None:
             raise UsageError("--equalize-activations needs -c/--calibration-data: the scales come from the samples' channel maxima")
         if self.smoothquant is not None and self.calibration_data is None:
             raise UsageError("--smoothquant needs -c/--calibration-data: the smoothing scales come from the samples' channel maxima")

@@ -16,6 +16,8 @@ Chains (conv -> conv -> conv) share convs between pairs, so the pairs are equali
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,7 +143,7 @@ def settings(config: Config) -> tuple[tuple[str, float], ...]:
     return ()
 
 
-def run(model: onnx.ModelProto, config: Config, progress: Progress) -> RewriteResult:
+def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collection[int] | None = None) -> RewriteResult:
     """The pass: find the pairs, equalize them in place (data-free: static and dynamic mode)."""
     pairs = find_pairs(model)
     changed = _equalize(model, pairs)

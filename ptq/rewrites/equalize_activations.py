@@ -6,6 +6,8 @@ switches it on (static mode: the scales come from the calibration samples' chann
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +34,7 @@ def settings(config: Config) -> tuple[tuple[str, float], ...]:
     return ()
 
 
-def run(model: onnx.ModelProto, config: Config, progress: Progress) -> RewriteResult:
+def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collection[int] | None = None) -> RewriteResult:
     """The pass: find the blocks, measure their inputs' channel maxima on the calibration
     samples, rescale in place; the per-channel Muls it inserts are kept float."""
     blocks = find_hardswish_blocks(model)
@@ -43,7 +45,7 @@ def run(model: onnx.ModelProto, config: Config, progress: Progress) -> RewriteRe
         progress("equalize activations", 0, 0)
         absmax = channel_absmax(
             model, [b.activation for b in blocks], config.calibration_data, config.calibration_samples,
-            config.image_format, axis=1,
+            config.image_format, axis=1, indices=fit,
         )  # fmt: skip
         keep_float, moved, applied = _equalize(model, blocks, absmax)
     return RewriteResult(

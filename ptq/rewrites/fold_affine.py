@@ -25,6 +25,8 @@ Every fold is exact in float up to rounding. Weights shared with other nodes are
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,7 +78,7 @@ def settings(config: Config) -> tuple[tuple[str, float], ...]:
     return ()
 
 
-def run(model: onnx.ModelProto, config: Config, progress: Progress) -> RewriteResult:
+def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collection[int] | None = None) -> RewriteResult:
     """The pass as ``ptq.rewrites.passes`` runs it (data-free, static and dynamic mode)."""
     return apply(model)
 

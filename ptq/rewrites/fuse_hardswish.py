@@ -21,6 +21,8 @@ Exact in float up to rounding: ``x / 6 + 1/2`` against ``(x + 3) / 6``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from dataclasses import dataclass
 
 import onnx
@@ -60,7 +62,7 @@ def settings(config: Config) -> tuple[tuple[str, float], ...]:
     return ()
 
 
-def run(model: onnx.ModelProto, config: Config, progress: Progress) -> RewriteResult:
+def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collection[int] | None = None) -> RewriteResult:
     """The pass as ``ptq.rewrites.passes`` runs it (data-free, static and dynamic mode)."""
     return apply(model)
 

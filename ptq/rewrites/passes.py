@@ -1,8 +1,9 @@
 """The float rewrites in the order they run: one plain list.
 
 Each entry is a module with ``NAME``, ``OPTION`` (the switch), ``enabled(config)``,
-``settings(config)`` (numeric parameters a ranges file must match) and ``run(model, config, progress) ->
-RewriteResult`` (see ``ptq.rewrites``). Order matters where passes meet the same sites: cross-layer
+``settings(config)`` (numeric parameters a ranges file must match) and ``run(model, config, progress, fit) ->
+RewriteResult`` (``fit``: the positions of the calibration samples the data-driven passes measure,
+the fitting part of the validation split) (see ``ptq.rewrites``). Order matters where passes meet the same sites: cross-layer
 equalization is data-free and runs first; the data-driven passes measure the model as the passes
 before them left it. The float cleanup onnxruntime misses (``fuse_hardswish``, ``fold_affine``)
 runs before them all, always (``OPTION`` None: no switch): HardSwish chains first, so that
@@ -11,6 +12,8 @@ then sees the Convs with their affine ops folded in.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 import onnx
 
@@ -56,12 +59,14 @@ def removed(recipe: Recipe) -> dict[str, str]:
     return {site: described[r.name] for r in recipe.rewrites if r.name in described for site in r.applied}
 
 
-def apply(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: Progress) -> Recipe:
+def apply(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: Progress,
+          fit: Collection[int] | None = None) -> Recipe:  # fmt: skip
     """Run the passes ``config`` switches on, in order, in place; the recipe with their results
-    (an always-on pass only when it changed the model)."""
+    (an always-on pass only when it changed the model). The data-driven passes measure the
+    calibration samples at ``fit`` (all when None)."""
     for rewrite in PASSES:
         if rewrite.enabled(config):
-            result = rewrite.run(model, config, progress)
+            result = rewrite.run(model, config, progress, fit)
             if rewrite.OPTION or result.changed:
                 recipe = recipe.rewritten(result)
     return recipe

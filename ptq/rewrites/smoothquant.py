@@ -15,7 +15,7 @@ int8 elementwise kernel would quantize away, so it is returned to be kept float.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +84,7 @@ def settings(config: Config) -> tuple[tuple[str, float], ...]:
     return (("alpha", float(config.smoothquant)),)
 
 
-def run(model: onnx.ModelProto, config: Config, progress: Progress) -> RewriteResult:
+def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collection[int] | None = None) -> RewriteResult:
     """The pass: find the groups, measure their activations' channel maxima on the calibration
     samples, move the outliers into the weights in place; the Muls that now hold per-channel
     constants are kept float (an int8 kernel would quantize the constant away)."""
@@ -94,8 +94,9 @@ def run(model: onnx.ModelProto, config: Config, progress: Progress) -> RewriteRe
         return RewriteResult(NAME, settings=settings(config))
     progress("smooth", 0, 0)
     absmax = channel_absmax(
-        model, [g.activation for g in groups], config.calibration_data, config.calibration_samples, config.image_format
-    )
+        model, [g.activation for g in groups], config.calibration_data, config.calibration_samples, config.image_format,
+        indices=fit,
+    )  # fmt: skip
     applied = apply(model, groups, absmax, alpha)
     keep_float = tuple(g.producer for g in groups if g.activation in applied)
     return RewriteResult(
@@ -147,11 +148,12 @@ def channel_absmax(
     limit: int | None,
     image_format: ImageFormat | None,
     axis: int = -1,
+    indices: Collection[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """max |x| per channel (along ``axis``; the last by default) of each tensor over the
-    calibration samples (fixed-size state)."""
+    calibration samples (those at ``indices``: the fitting part of the split; fixed-size state)."""
     absmax: dict[str, np.ndarray] = {}
-    for values in sample_values(model, tensors, data_dir, limit, image_format):
+    for values in sample_values(model, tensors, data_dir, limit, image_format, indices):
         for name, value in values.items():
             value = np.moveaxis(value, axis, -1)
             flat = np.abs(np.nan_to_num(value.reshape(-1, value.shape[-1]), nan=0.0, posinf=0.0, neginf=0.0))

