@@ -86,9 +86,10 @@ def pick(plain, equalized):
 
 
 def _slower_than_float(quantized) -> bool:
-    """The latency placement found no int8 placement faster than the original float model."""
+    """The latency placement found no int8 placement faster than the original float model (it
+    wrote the weights-only fallback, or the int8 model measured no faster)."""
     latency = quantized.recipe.latency
-    return latency is not None and latency.weights_only
+    return latency is not None and (latency.weights_only or not (latency.speedup or 0.0) > 1.0)
 
 
 def _score(quantized) -> float:

@@ -52,7 +52,7 @@ def test_a_candidate_no_faster_than_float_loses_to_one_that_is():
     from ptq.tuning.figures import Figures
 
     def conversion(sqnr: float, weights_only: bool) -> Quantized:
-        recipe = Recipe(latency=LatencyRecord(weights_only=weights_only))
+        recipe = Recipe(latency=LatencyRecord(speedup=0.9 if weights_only else 1.2, weights_only=weights_only))
         return Quantized(None, {}, recipe, held_out=Figures(sqnr, 0.99, 0.98, None))
 
     plain, better = conversion(20.0, False), conversion(27.0, False)
@@ -62,3 +62,5 @@ def test_a_candidate_no_faster_than_float_loses_to_one_that_is():
     kept, note = equalization.pick(plain, slow)
     assert kept is plain and "no int8 placement beat the float model" in note
     assert equalization.pick(conversion(30.0, True), conversion(20.0, False))[0].held_out.sqnr_db == 20.0
+    no_faster = Quantized(None, {}, Recipe(latency=LatencyRecord(speedup=0.95)), held_out=Figures(27.0, 0.99, 0.98, None))
+    assert equalization.pick(plain, no_faster)[0] is plain  # int8 kept, but it measured slower than float
