@@ -39,7 +39,8 @@ class Figures:
     cosine_pooled: float = 1.0  # worst output, all samples as one vector (the collapse floor's measure)
 
     def describe(self) -> str:
-        parts = [f"SQNR {self.sqnr_db:.1f} dB", f"cosine {self.cosine:.4f} (worst sample {self.cosine_min:.4f})"]
+        parts = [f"SQNR {self.sqnr_db:.1f} dB",
+                 f"cosine {self.cosine:.4f} (worst sample {self.cosine_min:.4f}, all samples pooled {self.cosine_pooled:.4f})"]  # fmt: skip
         if self.top1 is not None:
             parts.append(f"top-1 {self.top1:.3f}")
         if self.metric is not None:
