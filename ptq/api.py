@@ -19,7 +19,7 @@ import onnx
 from ptq import __version__, loader
 from ptq.calibrate.data import input_specs
 from ptq.calibrate.range_file import SavedRanges, read_ranges, save_ranges
-from ptq.calibrate.runner import calibrate, observe
+from ptq.calibrate.runner import calibrate, observe, observe_folds
 from ptq.calibrate.samples import iter_samples
 from ptq.config import CalibrationMethod, Config, OutputPaths, WeightRange
 from ptq.errors import OutputError, UsageError
@@ -34,8 +34,9 @@ from ptq.rewrites import passes
 from ptq.tuning import bias_correction, equalization, latency
 from ptq.tuning.collapse import describe_guard, guard_log_inputs
 from ptq.tuning.groups import choose_fallback, choose_hybrid, describe_fallback, describe_hybrid
-from ptq.tuning.method import choose_method
-from ptq.tuning.scoring import scoring_for
+from ptq.tuning.method import choose_method, choose_method_cross_validated
+from ptq.tuning.scoring import MAX_MODEL_BYTES, scoring_for
+from ptq.graph import byte_size
 from ptq.tuning.weight_range import choose_weight_range
 from ptq.tuning import targets, validation
 from ptq.tuning.figures import Figures
@@ -122,7 +123,7 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     fit = split.fit if split is not None else None
     if saved is not None:
         split = None  # the ranges come from the file: nothing is scored
-    recipe = passes.apply(model, config, recipe, progress, fit)
+    recipe = passes.apply(model, config, recipe, progress, fit, saved.recipe if saved is not None else None)
     # Activation equalization is a scored candidate where the cleaned model has its blocks: the
     # equalized copy goes through the same static pipeline (``tuning.equalization``).
     trial = equalization.candidate(model, config, recipe, progress, fit) if split is not None else None
@@ -276,6 +277,21 @@ def quantize_with_ranges(
         notes.append(split.describe())
     if saved is not None:
         ranges = saved.ranges(needed)
+    elif config.calibration_method == CalibrationMethod.AUTO and _cross_validates(split, config, model):
+        observers, samples = observe(
+            model, needed, config.calibration_data, limit=config.calibration_samples,
+            progress=steps(progress, "calibrate"), image_format=config.image_format, indices=fit,
+        )  # fmt: skip
+        folds = split.folds()  # every fold again, kept apart: the other folds' ranges for scoring each
+        observations = observe_folds(
+            model, needed, config.calibration_data, list(folds), limit=config.calibration_samples,
+            progress=steps(progress, "calibrate folds"), image_format=config.image_format,
+        )  # fmt: skip
+        scoring = scoring_for(model, config, config.calibration_data, split)
+        choice = choose_method_cross_validated(recipe, plan, observers, observations, folds, config, scoring,
+                                               progress=steps(progress, "choose method"))  # fmt: skip
+        del observations, observers
+        ranges, recipe, score, method_note = choice.ranges, choice.recipe, choice.score, choice.describe()
     elif config.calibration_method == CalibrationMethod.AUTO:
         observers, samples = observe(
             model, needed, config.calibration_data, limit=config.calibration_samples,
@@ -363,6 +379,14 @@ def quantize_with_ranges(
         return Quantized(fallback.model, fallback.decisions, recipe, samples, notes, split, held_out, search, saving)
     quantized = quantize_static(model, plan, ranges, config)
     return Quantized(quantized, plan.decisions, recipe, samples, notes, split, held_out, search, saving)
+
+
+def _cross_validates(split: validation.Split | None, config: Config, model: onnx.ModelProto) -> bool:
+    """Method auto scores by cross-validation where there is a held-out part, the calibration
+    runs in this process (sharded runs keep one pass over the fitting part) and the model is
+    small enough to score (``tuning.scoring``)."""
+    return (split is not None and split.held_out and config.workers <= 1 and config.ray is None
+            and byte_size(model) <= MAX_MODEL_BYTES)  # fmt: skip
 
 
 def _weights_only(recipe: Recipe) -> bool:

@@ -213,7 +213,7 @@ class Config:
             raise UsageError(f"--percentile must be in (50, 100], got {self.percentile}")
         if self.smoothquant is not None and not 0.0 <= self.smoothquant <= 1.0:
             raise UsageError(f"--smoothquant must be in [0, 1], got {self.smoothquant}")
-        if self.equalize_activations is True and self.calibration_data is None:
+        if self.equalize_activations is True and self.calibration_data is None and self.load_ranges is None:
             raise UsageError("--equalize-activations needs -c/--calibration-data: the scales come from the samples' channel maxima")
         if self.smoothquant is not None and self.calibration_data is None:
             raise UsageError("--smoothquant needs -c/--calibration-data: the smoothing scales come from the samples' channel maxima")

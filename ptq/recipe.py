@@ -276,6 +276,7 @@ class Recipe:
                     "declined": [[d.site, d.reason] for d in r.declined],
                     "rescaled": list(r.rescaled),
                     "keep_float": list(r.keep_float),
+                    **({"measured": {name: list(values) for name, values in r.measured}} if r.measured else {}),
                     **({"notes": list(r.notes)} if r.notes else {}),  # the recipe round-trips whole
                 }
                 for r in self.rewrites
@@ -316,15 +317,16 @@ def _num(value: float | None) -> float | None | str:
     return value if value is None or math.isfinite(value) else str(value)
 
 
-def _shifts(value) -> tuple[tuple[str, tuple[float, ...]], ...]:
+def _shifts(value, what: str = "bias_shifts") -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """Named vectors of finite numbers (bias shifts, a rewrite's measured channel statistics)."""
     if not isinstance(value, dict):
-        raise TypeError("bias_shifts is not an object")
+        raise TypeError(f"{what} is not an object")
     shifts = []
     for name, shift in sorted(value.items()):
         if not isinstance(shift, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in shift):
-            raise TypeError(f"bias_shifts[{name!r}] is not a list of numbers")
+            raise TypeError(f"{what}[{name!r}] is not a list of numbers")
         if not all(math.isfinite(v) for v in shift):
-            raise TypeError(f"bias_shifts[{name!r}] holds NaN or Inf")
+            raise TypeError(f"{what}[{name!r}] holds NaN or Inf")
         shifts.append((str(name), tuple(float(v) for v in shift)))
     return tuple(shifts)
 
@@ -362,4 +364,5 @@ def _rewrite(item) -> RewriteResult:
         keep_float=_strings(item.get("keep_float", []), "keep_float"),
         notes=_strings(item.get("notes", []), "notes"),
         settings=tuple(sorted((str(k), float(v)) for k, v in settings.items())),
+        measured=_shifts(item.get("measured", {}), f"rewrite {item['name']}: measured"),
     )

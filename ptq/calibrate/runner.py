@@ -11,6 +11,7 @@ import contextlib
 import os
 from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -184,13 +185,76 @@ def observe(
         own, used = observe_samples(
             sess, specs, iter(samples), total, own_tensors, histogram, exact, batch_budget, progress, pipelined=parallel
         )
+    return _with_derived(own, derived, same, tensors), used
+
+
+def _with_derived(own: dict, derived: dict, same: dict, tensors: list[str]) -> dict:
+    """``own`` observers plus those of the tensors derived from them (``derived_values``) or equal
+    to them (``same_values``), for ``tensors``."""
     observers: dict[str, MinMaxObserver | HistogramObserver] = dict(own)
     for name, (sources, function) in derived.items():  # in graph order: sources come first
         found = [observers[same.get(source, source)] for source in sources]
         observers[name] = image(found[0], function) if function is not None else union(found)
     for name, source in same.items():
         observers[name] = observers[source]
-    return {name: observers[name] for name in tensors}, used
+    return {name: observers[name] for name in tensors}
+
+
+@dataclass
+class FoldObservations:
+    """Histogram observers per fold of the calibration samples (``observe_folds``), combined on
+    demand: the observers a range fitted on any union of folds would read."""
+
+    folds: list[dict]  # per fold, the observers of the tensors observed directly
+    derived: dict
+    same: dict
+    tensors: list[str]
+    used: int  # samples observed, all folds
+
+    def combined(self, folds: Iterable[int]) -> dict:
+        """The observers of ``tensors`` over the given folds, merged in fold order
+        (``shards.merge_states``: the bins a one-pass run over them would have)."""
+        from ptq.calibrate.shards import merge_states
+
+        own = merge_states([self.folds[i] for i in sorted(folds)])
+        return _with_derived(own, self.derived, self.same, self.tensors)
+
+
+def observe_folds(
+    model: onnx.ModelProto,
+    tensors: list[str],
+    data_dir,
+    folds: list[Collection[int]],
+    limit: int | None = None,
+    progress: Progress | None = None,
+    image_format: ImageFormat | None = None,
+    batch_budget: int = BATCH_BUDGET_BYTES,
+) -> FoldObservations:
+    """Histogram observers of ``tensors`` kept apart per fold (sample positions), one session
+    and one pass over the samples of all folds: for cross-validated scoring, where each fold is
+    scored with ranges fitted on the others."""
+    specs = input_specs(model)
+    same = same_values(model, tensors)
+    derived = derived_values(model, tensors, same, True)
+    skipped = set(same) | set(derived)
+    own_tensors = [t for t in tensors if t not in skipped]
+    with with_outputs(model, own_tensors) as observed:
+        sess = session(observed)
+    parts, used = [], 0
+    total = sum(len(f) for f in folds)
+    for fold in folds:
+        samples = Samples(data_dir, specs, limit, image_format, fold)
+        start = used
+
+        def fold_progress(done: int, _total: int, start: int = start) -> None:
+            if progress:
+                progress(start + done, total)
+
+        own, count = observe_samples(sess, specs, iter(samples), samples.count or 0, own_tensors, True, False,
+                                     batch_budget, fold_progress)  # fmt: skip
+        parts.append(dict(own))
+        used += count
+    return FoldObservations(parts, derived, same, tensors, used)
 
 
 def session_from_path(path: str | Path, threads: int | None = None, spinning: bool = True):

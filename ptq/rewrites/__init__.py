@@ -37,6 +37,9 @@ class RewriteResult:
         notes: lines for the user.
         settings: the pass's numeric parameters, by name (e.g. SmoothQuant's alpha): a ranges
             file calibrated after the pass fits only a rerun with the same settings.
+        measured: per tensor, the channel statistics a data-driven pass measured on the samples
+            (activation equalization's channel maxima), saved with the recipe so that
+            ``--load-ranges`` repeats the pass without samples.
     """
 
     name: str
@@ -46,6 +49,7 @@ class RewriteResult:
     keep_float: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
     settings: tuple[tuple[str, float], ...] = ()
+    measured: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
     @property
     def changed(self) -> bool:

@@ -15,6 +15,7 @@ import onnx
 from onnx import numpy_helper
 
 from ptq.config import Config
+from ptq.errors import UsageError
 from ptq.graph import attr, consumers, initializers, unique_name
 from ptq.progress import Progress
 from ptq.rewrites import Declined, RewriteResult
@@ -26,27 +27,39 @@ OPTION = "--equalize-activations"
 
 
 def enabled(config: Config) -> bool:
-    """Static mode with samples (``Config`` refuses the switch without them)."""
-    return config.equalize_activations and config.calibration_data is not None
+    """Static mode with samples, or a ranges file that recorded the pass's measurements
+    (``Config`` refuses the switch with neither)."""
+    return bool(config.equalize_activations) and (config.calibration_data is not None or config.load_ranges is not None)
 
 
 def settings(config: Config) -> tuple[tuple[str, float], ...]:
     return ()
 
 
-def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collection[int] | None = None) -> RewriteResult:
+def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collection[int] | None = None,
+        recorded: RewriteResult | None = None) -> RewriteResult:  # fmt: skip
     """The pass: find the blocks, measure their inputs' channel maxima on the calibration
-    samples, rescale in place; the per-channel Muls it inserts are kept float."""
+    samples (or take those ``recorded`` by a saved run), rescale in place; the per-channel Muls
+    it inserts are kept float."""
     blocks = find_hardswish_blocks(model)
     keep_float: list[str] = []
     moved: list[str] = []
     applied: list[str] = []
+    absmax: dict[str, np.ndarray] = {}
     if blocks:
         progress("equalize activations", 0, 0)
-        absmax = channel_absmax(
-            model, [b.activation for b in blocks], config.calibration_data, config.calibration_samples,
-            config.image_format, axis=1, indices=fit,
-        )  # fmt: skip
+        if recorded is not None and recorded.measured:
+            absmax = {name: np.asarray(values, np.float64) for name, values in recorded.measured}
+        elif config.calibration_data is not None:
+            absmax = channel_absmax(
+                model, [b.activation for b in blocks], config.calibration_data, config.calibration_samples,
+                config.image_format, axis=1, indices=fit,
+            )  # fmt: skip
+        else:
+            raise UsageError(
+                f"{config.load_ranges} records activation equalization without its channel maxima (an older"
+                " ptq wrote it): repeat -c with the same samples, or calibrate anew"
+            )
         keep_float, moved, applied = _equalize(model, blocks, absmax)
     return RewriteResult(
         NAME,
@@ -55,6 +68,7 @@ def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collect
         rescaled=tuple(moved),
         keep_float=tuple(keep_float),
         notes=(f"activation equalization: {len(keep_float)} of {len(blocks)} HardSwish -> depthwise block(s) rescaled",),
+        measured=tuple((name, tuple(float(v) for v in values)) for name, values in sorted(absmax.items())),
     )
 
 # MobileNetV3 / PP-LCNet blocks run Conv -> HardSwish -> depthwise Conv. The depthwise conv's

@@ -60,13 +60,18 @@ def removed(recipe: Recipe) -> dict[str, str]:
 
 
 def apply(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: Progress,
-          fit: Collection[int] | None = None) -> Recipe:  # fmt: skip
+          fit: Collection[int] | None = None, saved: Recipe | None = None) -> Recipe:  # fmt: skip
     """Run the passes ``config`` switches on, in order, in place; the recipe with their results
     (an always-on pass only when it changed the model). The data-driven passes measure the
-    calibration samples at ``fit`` (all when None)."""
+    calibration samples at ``fit`` (all when None), or repeat what ``saved`` (a ranges file's
+    recipe) recorded they measured."""
+    recorded = {r.name: r for r in saved.rewrites} if saved is not None else {}
     for rewrite in PASSES:
         if rewrite.enabled(config):
-            result = rewrite.run(model, config, progress, fit)
+            if recorded.get(rewrite.NAME) is not None and recorded[rewrite.NAME].measured:
+                result = rewrite.run(model, config, progress, fit, recorded[rewrite.NAME])
+            else:
+                result = rewrite.run(model, config, progress, fit)
             if rewrite.OPTION or result.changed:
                 recipe = recipe.rewritten(result)
     return recipe

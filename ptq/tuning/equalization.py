@@ -40,11 +40,9 @@ def resolve(config: Config, saved: SavedRanges | None) -> Config:
     SmoothQuant that ran before it was taken)."""
     if config.equalize_activations is not None:
         return config
-    if saved is not None:
-        # The scales come from the samples: without -c a recorded equalization cannot be
-        # repeated, and ``api.starting_recipe`` says the rewrites differ.
+    if saved is not None:  # repeated from the channel maxima the file recorded
         recorded = any(r.name == equalize_activations.NAME for r in saved.recipe.rewrites)
-        return dataclasses.replace(config, equalize_activations=recorded and config.calibration_data is not None)
+        return dataclasses.replace(config, equalize_activations=recorded)
     if config.calibration_data is None or config.smoothquant is not None:
         return dataclasses.replace(config, equalize_activations=False)
     return config

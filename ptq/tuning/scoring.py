@@ -56,7 +56,8 @@ class Scoring:
             indices, limit = split.scoring, config.calibration_samples
         else:
             indices, limit = None, min(samples, config.calibration_samples or samples)
-        self.feeds = list(iter_samples(data_dir, input_specs(model), limit, config.image_format, indices))
+        self._read = lambda positions: list(iter_samples(data_dir, input_specs(model), limit, config.image_format, positions))
+        self.feeds = self._read(indices)
         self.scored_on = split.scored_on if split is not None else f"{len(self.feeds)} calibration samples"
         # Serialized here rather than by ``session``: the caller checked the size already, and
         # ``session`` would measure it again (ByteSize costs a serialization: 0.12 s on MiniLM).
@@ -65,9 +66,15 @@ class Scoring:
         self.reference = _float_outputs(float_session, self.feeds)
         self.weight_memo = WeightMemo()  # the candidates share ``model``'s weights
 
-    def outputs(self, candidate: onnx.ModelProto) -> list[list[np.ndarray]]:
-        """The float outputs (``names``) of ``candidate`` on every scoring sample."""
-        return _float_outputs(session(candidate.SerializeToString(), threads=1), self.feeds)
+    def outputs(self, candidate: onnx.ModelProto, feeds: list[dict] | None = None) -> list[list[np.ndarray]]:
+        """The float outputs (``names``) of ``candidate`` on every scoring sample (or ``feeds``)."""
+        return _float_outputs(session(candidate.SerializeToString(), threads=1), self.feeds if feeds is None else feeds)
+
+    def other_samples(self, positions: Sequence[int]) -> tuple[list[dict], list[list[np.ndarray]]]:
+        """The calibration samples at ``positions`` and the float model's outputs on them (for
+        cross-validated scoring, ``tuning.method``)."""
+        feeds = self._read(tuple(positions))
+        return feeds, _float_outputs(session(self.model.SerializeToString(), threads=1), feeds)
 
     def score(self, candidate: onnx.ModelProto) -> float:
         """``output_score`` of ``candidate`` (an int8 model no larger than the float one)."""

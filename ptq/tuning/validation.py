@@ -29,6 +29,9 @@ MAX_VALIDATION = 16
 MIN_SAMPLES = 4
 # Without a held-out part, choices are scored on this many of the fitting samples.
 FALLBACK_SCORING = 8
+# Cross-validated choices (``Split.folds``): the validation part and the fitting part dealt into
+# at most this many folds in all, each scored on ranges fitted on the others.
+MAX_FOLDS = 4
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,18 @@ class Split:
             f"validation split: {len(self.fit)} samples fit the ranges, {len(self.validation)} held out to score"
             f" choices (samples {positions} of {self.total}: one in {VALIDATION_SHARE}, at most {MAX_VALIDATION}, one per block of the sample order)"
         )
+
+    def folds(self) -> tuple[tuple[int, ...], ...]:
+        """Folds for cross-validated scoring: fold 0 is the validation part, the fitting samples
+        are dealt in turn into the others (``MAX_FOLDS`` in all, each about as large as the
+        validation part), so every sample is scored once on ranges fitted without it and the
+        ranges of fold 0's turn are exactly those the conversion keeps. Empty without a held-out
+        part."""
+        if not self.held_out:
+            return ()
+        count = max(2, min(MAX_FOLDS, round(self.total / len(self.validation))))
+        fit = self.fit
+        return (self.validation,) + tuple(fit[i :: count - 1] for i in range(count - 1))
 
     def to_json(self) -> dict:
         return {"total": self.total, "fit": len(self.fit), "validation": [i + 1 for i in self.validation]}

@@ -73,5 +73,10 @@ def test_activation_equalization_needs_calibration_data_and_is_recorded(tmp_path
     first = convert(path, Config(output=tmp_path / "a.onnx", calibration_data=data, equalize_activations=True, save_ranges=ranges, write_ort=False))
     (rewrite,) = first.recipe.rewrites
     assert rewrite.name == "equalize_activations" and len(rewrite.applied) == 1 and len(rewrite.keep_float) == 1
+    # the ranges file records the channel maxima: --load-ranges repeats the pass without samples
+    assert rewrite.measured and {name for name, _ in rewrite.measured} == {"z"}
+    again = convert(path, Config(output=tmp_path / "b.onnx", load_ranges=ranges, write_ort=False))
+    assert (tmp_path / "b.onnx").read_bytes() == (tmp_path / "a.onnx").read_bytes()
+    assert again.recipe.rewrites == first.recipe.rewrites
     with pytest.raises(UsageError, match="calibrated with --equalize-activations, this run has no "):
-        convert(path, Config(output=tmp_path / "b.onnx", load_ranges=ranges, write_ort=False))
+        convert(path, Config(output=tmp_path / "c.onnx", load_ranges=ranges, write_ort=False, equalize_activations=False))

@@ -20,7 +20,8 @@ def test_auto_keeps_the_best_scoring_method_and_records_it(tmp_path):
     recipe = result.recipe
     scores = {s.candidate: s.score_db for s in recipe.method_scores}
     assert list(scores) == [m.value for m in CANDIDATES] and all(math.isfinite(s) for s in scores.values())
-    assert recipe.scoring_samples == len(result.split.validation) == 1  # of 6 samples, 1 held out to score on
+    # cross-validated: all 6 samples scored, each on ranges fitted without it (1 validation sample is one fold)
+    assert len(result.split.validation) == 1 and recipe.scoring_samples == 6
     chosen = result.calibration_method
     assert recipe.calibration_method.value == chosen and scores[chosen] == max(scores.values())
     assert read_ranges(ranges_file).recipe == recipe  # saved whole
@@ -47,8 +48,11 @@ def test_one_scoring_serves_every_choice_and_scores_chain(tmp_path, monkeypatch)
     monkeypatch.setattr(tune.Scoring, "__init__", lambda self, *a: built.append(1) or original(self, *a))
     choose_hybrid = ptq.api.choose_hybrid
     monkeypatch.setattr(ptq.api, "choose_hybrid", lambda *a: hybrid_base.append(a[-1]) or choose_hybrid(*a))
+    chosen_scores = []
+    cross_validated = ptq.api.choose_method_cross_validated
+    monkeypatch.setattr(ptq.api, "choose_method_cross_validated",
+                        lambda *a, **k: (c := cross_validated(*a, **k), chosen_scores.append(c.score))[0])  # fmt: skip
     result = ptq.convert(path, ptq.Config(output=tmp_path / "q.onnx", calibration_data=data, auto_fallback=True, write_ort=False))
     assert built == [1]
-    chosen = result.recipe.calibration_method.value
-    chosen_score = next(s.score_db for s in result.recipe.method_scores if s.candidate == chosen)
-    assert hybrid_base == [chosen_score]  # the hybrid search starts where the method choice ended
+    # the method scores pool every fold; the chain continues from the chosen model's validation score
+    assert len(chosen_scores) == 1 and hybrid_base == chosen_scores  # the hybrid search starts where the method choice ended

@@ -84,3 +84,16 @@ def test_ranges_are_fitted_without_the_validation_samples(tmp_path):
     held_out, fitting = split.validation[0], split.fit[0]
     assert ranges_with_outlier_at(held_out) < 2.0
     assert ranges_with_outlier_at(fitting) == 1000.0
+
+
+@pytest.mark.parametrize("total", [3, 4, 8, 10, 16, 24, 32, 65, 200])
+def test_folds_cover_every_sample_once_with_the_validation_part_first(total):
+    split = validation.split(total)
+    folds = split.folds()
+    if not split.held_out:
+        assert folds == ()
+        return
+    assert folds[0] == split.validation and 2 <= len(folds) <= validation.MAX_FOLDS
+    flat = [i for fold in folds for i in fold]
+    assert sorted(flat) == list(range(total))  # each sample in exactly one fold
+    assert all(fold for fold in folds)
