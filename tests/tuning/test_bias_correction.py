@@ -40,17 +40,22 @@ def _depthwise_model(path):
     return path
 
 
-def test_correction_removes_the_mean_output_error_of_a_depthwise_conv(tmp_path):
+def _depthwise_calibration(tmp_path):
+    """The depthwise model and 12 samples with a large per-channel mean, as after a ReLU: the
+    weight error times the mean is a visible constant shift per output channel."""
     model = _depthwise_model(tmp_path / "dw.onnx")
     rng = np.random.default_rng(2)
     calib = tmp_path / "calib"
     calib.mkdir()
-    # Inputs with a large per-channel mean, as after a ReLU: the weight error times the mean
-    # is a visible constant shift per output channel.
     offsets = rng.uniform(2, 6, size=(1, 16, 1, 1))
-    samples = [(rng.normal(size=(1, 16, 12, 12)) + offsets).astype(np.float32) for _ in range(12)]
-    for i, x in enumerate(samples):
-        np.save(calib / f"s{i:02d}.npy", x)
+    for i in range(12):
+        np.save(calib / f"s{i:02d}.npy", (rng.normal(size=(1, 16, 12, 12)) + offsets).astype(np.float32))
+    return model, calib
+
+
+def test_correction_removes_the_mean_output_error_of_a_depthwise_conv(tmp_path):
+    model, calib = _depthwise_calibration(tmp_path)
+    samples = [np.load(path) for path in sorted(calib.iterdir())]
 
     def mean_error(corrected: bool) -> float:
         out = tmp_path / f"q{corrected}.onnx"
@@ -65,17 +70,6 @@ def test_correction_removes_the_mean_output_error_of_a_depthwise_conv(tmp_path):
 
     before, after = mean_error(False), mean_error(True)
     assert after < 0.5 * before, (before, after)
-
-
-def _depthwise_calibration(tmp_path):
-    model = _depthwise_model(tmp_path / "dw.onnx")
-    rng = np.random.default_rng(2)
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    offsets = rng.uniform(2, 6, size=(1, 16, 1, 1))
-    for i in range(12):
-        np.save(calib / f"s{i:02d}.npy", (rng.normal(size=(1, 16, 12, 12)) + offsets).astype(np.float32))
-    return model, calib
 
 
 def test_auto_keeps_the_correction_where_it_pays_on_the_validation_samples(tmp_path):
