@@ -24,7 +24,7 @@ import cloup
 from click.core import ParameterSource
 
 from ptq import __version__
-from ptq.config import DEFAULT_LATENCY_BUDGET_S, CalibrationMethod, Config, ImageFormat, OutputPaths, Scheme
+from ptq.config import DEFAULT_LATENCY_BUDGET_S, DEFAULT_LATENCY_THREADS, CalibrationMethod, Config, ImageFormat, OutputPaths, Scheme
 from ptq.errors import EXIT_CODES, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, PtqError, TargetMissedError, UsageError
 
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
@@ -370,6 +370,9 @@ Writes OUT (.onnx), OUT.ort and OUT.ops.json (what onnxruntime runs for every no
                  help="-c: time placements on this CPU, keep float the int8 convs that slow the model [default: on]."),
     cloup.option("--latency-budget", type=float, default=None, metavar="SECONDS",
                  help=f"-c: seconds the latency search may spend [default: {DEFAULT_LATENCY_BUDGET_S:g}]."),
+    cloup.option("--latency-threads", default=None, metavar="N[,N]",
+                 help="-c: thread counts you deploy with; the output must be no slower than float at each"
+                      f" [default: {','.join(map(str, DEFAULT_LATENCY_THREADS))}]."),
 )  # fmt: skip
 @cloup.option_group(
     "Accuracy targets (-c: on held-out calibration samples; exit 8 when unreachable)",
@@ -443,6 +446,7 @@ def convert_cmd(model: Path, **opts) -> None:
             fp16=opts["fp16"],
             **({} if opts["latency_search"] is None else {"latency_search": opts["latency_search"]}),
             **({} if opts["latency_budget"] is None else {"latency_budget": opts["latency_budget"]}),
+            **({} if opts["latency_threads"] is None else {"latency_threads": _thread_counts(opts["latency_threads"])}),
             target_cosine=opts["target_cosine"],
             target_sqnr=opts["target_sqnr"],
             target_top1=opts["target_top1"],
@@ -569,6 +573,15 @@ def bench(models, **opts) -> None:
         if not quiet:
             _echo(f"ptq {__version__} bench\n{bench_table(report)}")
         _finish(report, reports, quiet)
+
+
+def _thread_counts(text: str) -> tuple[int, ...]:
+    """``--latency-threads 1,2`` -> (1, 2); anything else is a usage error."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"--latency-threads takes comma-separated thread counts, got {text!r}") from None
+    return counts
 
 
 from ptq.fleet.command import run as _run  # noqa: E402  (ptq run: the fleet of a project file)

@@ -80,6 +80,10 @@ DEFAULT_LATENCY_SEARCH = True
 # Seconds the latency search may spend by default: on the bench models it took 4-35 s on a busy
 # 2-core EPYC (bench/LATENCY_RESULTS.md), so 60 s lets every group be tried there.
 DEFAULT_LATENCY_BUDGET_S = 60.0
+# Intra-op thread counts the latency placement's output must be no slower than the original float
+# model at: the search decides at 1 thread; the confirmation times the others too (2: the cores
+# of the machine this was built on; onnxruntime's default is one thread per physical core).
+DEFAULT_LATENCY_THREADS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,10 @@ class Config:
             placement saved in the file is repeated without measuring (off: the planner's
             placement). The default comes from ``DEFAULT_LATENCY_SEARCH`` (on).
         latency_budget: seconds the latency search may spend.
+        latency_threads: intra-op thread counts the latency placement is confirmed at (the ones
+            the model is deployed with): its output must be no slower than the original float
+            model at each, else ptq writes int8 weights with float kernels. The search itself
+            decides at 1 thread, which is always confirmed.
         workers: calibrate in this many shards, each in its own process, and merge the observer
             states (``ptq.calibrate.shards``); the ranges equal one process's up to histogram
             re-binning. 1 (the default) calibrates in this process.
@@ -192,6 +200,7 @@ class Config:
     fp16: bool = False
     latency_search: bool = field(default_factory=lambda: DEFAULT_LATENCY_SEARCH)
     latency_budget: float = DEFAULT_LATENCY_BUDGET_S
+    latency_threads: tuple[int, ...] = DEFAULT_LATENCY_THREADS
     workers: int = 1
     ray: str | None = None
     shared_dir: Path | None = None
@@ -217,6 +226,9 @@ class Config:
             raise UsageError("--equalize-activations needs -c/--calibration-data: the scales come from the samples' channel maxima")
         if self.smoothquant is not None and self.calibration_data is None:
             raise UsageError("--smoothquant needs -c/--calibration-data: the smoothing scales come from the samples' channel maxima")
+        object.__setattr__(self, "latency_threads", tuple(self.latency_threads))
+        if not self.latency_threads or not all(isinstance(t, int) and t >= 1 for t in self.latency_threads):
+            raise UsageError(f"--latency-threads takes thread counts >= 1, got {self.latency_threads}")
         if not self.latency_budget > 0:
             raise UsageError(f"--latency-budget must be a positive number of seconds, got {self.latency_budget}")
         if self.target_cosine is not None and not -1.0 <= self.target_cosine <= 1.0:

@@ -63,6 +63,27 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class ThreadCheck:
+    """The written model against the original float model at another intra-op thread count:
+    medians of wall-clock milliseconds (thread CPU time leaves out the other threads' work), and
+    the median of per-round ratios, both models timed back to back in each round."""
+
+    threads: int
+    original_float_ms: float
+    output_ms: float
+    speedup: float
+
+    def to_json(self) -> dict:
+        return {k: _num(v) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data) -> ThreadCheck:
+        if not isinstance(data, dict) or set(data) != {f.name for f in dataclasses.fields(cls)}:
+            raise TypeError("a thread check is not an object with threads, original_float_ms, output_ms, speedup")
+        return cls(int(data["threads"]), *(float(data[k]) for k in ("original_float_ms", "output_ms", "speedup")))
+
+
+@dataclass(frozen=True)
 class LatencyRecord:
     """Where and how the latency placement was measured (``ptq.tuning.latency``), and what it found.
 
@@ -92,6 +113,8 @@ class LatencyRecord:
     seconds: float = 0.0
     budget_s: float = 0.0
     out_of_budget: bool = False
+    thread_checks: tuple[ThreadCheck, ...] = ()
+    weights_only_reason: str = ""
     note: str = ""  # why nothing was measured, or what the figures stand for when unusual
     measured: bool = True  # False once read back from a ranges file (not saved)
 
@@ -99,9 +122,13 @@ class LatencyRecord:
         """One line for the conversion's notes; ``placed``: how many nodes the placement keeps float."""
         where = f"{self.cpu or 'unknown CPU'} ({', '.join(self.cpu_flags) or 'no int8 flags'}), {self.threads} thread"
         groups = f" ({', '.join(self.float_groups)})" if self.float_groups else ""
+        checks = "".join(
+            f", {c.speedup:.2f}x at {c.threads} threads ({c.original_float_ms:.2f} -> {c.output_ms:.2f} ms wall clock)"
+            for c in self.thread_checks
+        )
         if not self.measured:
-            speed = f", measured {self.speedup:.2f}x vs the original float model" if self.speedup else ""
-            tail = "; int8 weights with float kernels (no int8 placement beat float)" if self.weights_only else ""
+            speed = f", measured {self.speedup:.2f}x vs the original float model{checks}" if self.speedup else ""
+            tail = f"; int8 weights with float kernels ({self.weights_only_reason})" if self.weights_only else ""
             return (
                 f"latency placement from the ranges file (measured on {where}{speed}):"
                 f" {placed} node(s) placed float{groups}{tail}"
@@ -112,19 +139,25 @@ class LatencyRecord:
             f"latency placement on {where}, {self.seconds:.1f} s of a {self.budget_s:g} s budget",
             f"{placed} node(s) placed float{groups}",
             (
-                f"original float {self.original_float_ms:.2f} ms, prepared float {self.prepared_float_ms:.2f} ms,"
-                f" int8 as planned {self.planned_ms:.2f} ms, as placed {self.placed_ms:.2f} ms: {self.speedup:.2f}x"
-                f" (float cleanup {self.cleanup_speedup:.2f}x, int8 {self.int8_speedup:.2f}x; thread CPU time,"
-                " medians of per-round ratios, interleaved)"
+                f"at {self.threads} thread (thread CPU time, medians; speedups: medians of per-round ratios,"
+                f" interleaved): original float {self.original_float_ms:.2f} ms, prepared float"
+                f" {self.prepared_float_ms:.2f} ms, int8 as planned {self.planned_ms:.2f} ms, as placed"
+                f" {self.placed_ms:.2f} ms: {self.speedup:.2f}x vs the original (float cleanup"
+                f" {self.cleanup_speedup:.2f}x, int8 {self.int8_speedup:.2f}x)"
             ),
         ]
         if self.note:
             parts.append(self.note)
         if self.weights_only:
             parts.append(
-                "no int8 placement beat the original float model: wrote int8 weights dequantized at load with float"
-                f" kernels instead ({self.weights_only_speedup:.2f}x)"
+                f"{self.weights_only_reason}: wrote int8 weights dequantized at load with float kernels instead"
+                f" ({self.weights_only_speedup:.2f}x at {self.threads} thread)"
             )
+        parts += [
+            f"written model at {c.threads} threads (wall clock): {c.speedup:.2f}x vs the original"
+            f" ({c.original_float_ms:.2f} -> {c.output_ms:.2f} ms)"
+            for c in self.thread_checks
+        ]
         if self.out_of_budget:
             parts.append("budget spent before every group was tried")
         return "; ".join(parts)
@@ -133,6 +166,7 @@ class LatencyRecord:
         data = {k: _num(v) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
         data["cpu_flags"] = list(self.cpu_flags)
         data["float_groups"] = list(self.float_groups)
+        data["thread_checks"] = [c.to_json() for c in self.thread_checks]
         data.pop("measured")
         return data
 
@@ -147,12 +181,16 @@ class LatencyRecord:
                 continue
             if key in ("cpu_flags", "float_groups"):
                 values[key] = _strings(value, key)
-            elif key in ("cpu", "note"):
+            elif key in ("cpu", "note", "weights_only_reason"):
                 values[key] = str(value)
             elif key in ("weights_only", "out_of_budget"):
                 values[key] = bool(value)
             elif key == "threads":
                 values[key] = int(value)
+            elif key == "thread_checks":
+                if not isinstance(value, list):
+                    raise TypeError("thread_checks is not a list")
+                values[key] = tuple(ThreadCheck.from_json(c) for c in value)
             else:
                 values[key] = None if value is None else float(value)
         return cls(**values, measured=False)

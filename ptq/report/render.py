@@ -227,6 +227,9 @@ def conversion_summary(result, verbose: bool = False, measured: Report | None = 
     """Terminal summary of a conversion (a ``ptq.ConvertResult``): files, sizes, kernels, float
     fallbacks; with ``measured`` (``ptq.measure``'s report) the size/latency/fidelity table."""
     mode = "static int8" if result.mode == "static" else "dynamic int8 (hybrid, no calibration data)"
+    latency = getattr(result, "latency", None)
+    if result.mode == "dynamic" and latency is not None and latency.weights_only:
+        mode = "int8 weights, float kernels (the latency placement's fallback: see its note)"
     mode = "float16 weights, float32 kernels (--fp16)" if result.mode == "fp16" else mode
     lines = [f"ptq {__version__}: {result.source} -> {result.outputs.onnx}  [{mode}]"]
     lines += [f"  note: {n}" for n in result.notes]

@@ -17,7 +17,7 @@ from ptq.calibrate.range_file import read_ranges
 from ptq.loader import load
 from ptq.quantize.plan import make_plan
 from ptq.quantize.static import calibrated_tensors
-from ptq.recipe import FLOAT, LATENCY, LatencyRecord, Placement, Recipe
+from ptq.recipe import FLOAT, LATENCY, LatencyRecord, Placement, Recipe, ThreadCheck
 from ptq.tuning import latency
 from tests.tiny import image_samples, save, small_cnn
 
@@ -96,10 +96,64 @@ def test_candidate_groups_keep_convs_faster_float_by_the_margin_largest_saving_f
     assert latency.candidate_groups(estimates) == {"first conv (3 input channels)": ("c",), "depthwise 3x3": ("a", "b")}
 
 
+def test_candidate_groups_move_each_conv_with_its_activations():
+    e = latency.ConvEstimate
+    estimates = [e("a", "depthwise 3x3", 1.0, 0.5), e("b", "depthwise 3x3", 1.0, 0.5)]
+    groups = latency.candidate_groups(estimates, {"a": ("a/gate", "a/mul")})
+    assert groups == {"depthwise 3x3": ("a", "a/gate", "a/mul", "b")}
+
+
+def _conv_then(readers: list[onnx.NodeProto]) -> onnx.ModelProto:
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="conv")
+    graph = helper.make_graph(
+        [conv, *readers], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info(r.output[0], onnx.TensorProto.FLOAT, None) for r in readers],
+        [onnx.numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")],
+    )  # fmt: skip
+    return helper.make_model(graph)
+
+
+@pytest.mark.parametrize(
+    ("readers", "region"),
+    [
+        # HardSwish as ptq.rewrites.fuse_hardswish leaves it: onnxruntime fuses it into a float conv
+        ([helper.make_node("HardSigmoid", ["y"], ["g"], name="gate"), helper.make_node("Mul", ["y", "g"], ["z"], name="mul")],
+         ("gate", "mul")),
+        ([helper.make_node("Sigmoid", ["y"], ["z"], name="sig")], ("sig",)),
+        # Relu: int8 folds it into the conv's QuantizeLinear for free
+        ([helper.make_node("Relu", ["y"], ["z"], name="relu")], None),
+        # the gate read elsewhere too: not a HardSwish
+        ([helper.make_node("HardSigmoid", ["y"], ["g"], name="gate"), helper.make_node("Mul", ["y", "g"], ["z"], name="mul"),
+          helper.make_node("Relu", ["g"], ["r"], name="other")], None),
+        # two readers of the conv: the activation is not the conv's alone
+        ([helper.make_node("Sigmoid", ["y"], ["z"], name="sig"), helper.make_node("Relu", ["y"], ["r"], name="relu")], None),
+    ],
+)  # fmt: skip
+def test_fused_activations_are_the_ones_a_float_conv_takes_in(readers, region):
+    found = latency.fused_activations(_conv_then(readers), ["conv"])
+    assert found.get("conv") == region
+
+
+@pytest.mark.parametrize(
+    ("ratio", "int8", "fallback", "expected"),
+    [
+        (0.9, [1.2, 1.3], [1.3, 1.4], True),  # both hold: the faster at the search's thread count
+        (1.1, [1.3, 1.3], [1.2, 1.2], False),
+        (1.1, [1.3, 0.9], [1.2, 1.1], True),  # int8 slower than float at 2 threads: the fallback holds
+        (0.9, [0.95, 1.2], [0.98, 0.9], False),  # neither holds: the higher worst speedup (int8 0.95 > 0.9)
+        (0.9, [1.1, 1.0], [1.3, 0.99], False),  # exactly as fast as float holds
+    ],
+)
+def test_the_fallback_is_written_when_it_alone_is_never_slower_than_float(ratio, int8, fallback, expected):
+    assert latency._prefer_fallback(ratio, int8, fallback) is expected
+
+
 def test_latency_record_and_placements_round_trip_through_the_recipe():
     record = LatencyRecord(
         cpu="CPU", cpu_flags=("avx2",), original_float_ms=2.0, prepared_float_ms=1.8, planned_ms=2.5, placed_ms=1.6,
         speedup=1.25, cleanup_speedup=1.1, int8_speedup=1.13, float_groups=("depthwise 3x3",), seconds=3.0, budget_s=60,
+        thread_checks=(ThreadCheck(2, 1.5, 1.0, 1.45),), weights_only=True, weights_only_speedup=1.3,
+        weights_only_reason="int8 was slower than the original float model at 2 threads (0.90x)",
     )  # fmt: skip
     placement = Placement("conv1", FLOAT, LATENCY, group="depthwise 3x3", int8_ms=0.2, float_ms=0.1, model_ms=(2.0, 1.7))
     recipe = Recipe(placements=(placement,), latency=record)
@@ -107,6 +161,12 @@ def test_latency_record_and_placements_round_trip_through_the_recipe():
     assert back.placements == (placement,)
     assert back.latency == dataclasses.replace(record, measured=False)
     assert "from the ranges file" in back.latency.summary(1) and "CPU (avx2)" in back.latency.summary(1)
+    assert "1.45x at 2 threads (1.50 -> 1.00 ms wall clock)" in back.latency.summary(1)
+    assert "at 2 threads (0.90x)" in back.latency.summary(1)
+    measured = record.summary(1)
+    assert "at 1 thread (thread CPU time" in measured and "at 2 threads (wall clock): 1.45x" in measured
+    with pytest.raises(ptq.errors.CalibrationDataError, match="recipe is not valid"):
+        Recipe.from_json({**recipe.to_json(), "latency": {**record.to_json(), "thread_checks": [{"threads": 2}]}}, "t")
     assert placement.describe().startswith("latency: alone int8 0.200 ms vs float 0.100 ms")
     with pytest.raises(ptq.errors.CalibrationDataError, match="recipe is not valid"):
         Recipe.from_json({**recipe.to_json(), "latency": ["conv1"]}, "test")
@@ -125,6 +185,8 @@ def test_search_is_on_by_default_measured_recorded_and_repeated_from_ranges(tmp_
     assert record.speedup > 0 and record.planned_speedup > 0 and record.seconds > 0
     assert record.speedup == pytest.approx(record.cleanup_speedup * record.int8_speedup, rel=0.5)
     assert any(n.startswith("latency placement on ") for n in result.notes)
+    # confirmed at 2 threads too (ptq.config.DEFAULT_LATENCY_THREADS), in wall clock
+    assert [c.threads for c in record.thread_checks] == [2] and record.thread_checks[0].output_ms > 0
     placed = [p for p in result.recipe.placements if p.reason == LATENCY]
     assert all(p.runs == FLOAT and p.model_ms is not None for p in placed)
     saved = json.loads(ranges.read_text())["recipe"]
@@ -133,6 +195,10 @@ def test_search_is_on_by_default_measured_recorded_and_repeated_from_ranges(tmp_
     again = ptq.convert(model, ptq.Config(output=tmp_path / "b.onnx", load_ranges=ranges))
     assert not again.latency.measured and [p for p in again.recipe.placements if p.reason == LATENCY] == placed
     assert again.outputs.onnx.read_bytes() == result.outputs.onnx.read_bytes()
+    assert again.latency.thread_checks == record.thread_checks  # repeated from the file, not measured
+    one = ptq.convert(model, ptq.Config(output=tmp_path / "c.onnx", calibration_data=calib, latency_budget=5,
+                                        latency_threads=(1,)))  # fmt: skip
+    assert one.latency.thread_checks == ()
 
 
 def test_saved_placement_keeps_the_named_convs_float_with_the_reason(tmp_path):
@@ -177,6 +243,12 @@ def test_a_broken_saved_latency_record_is_a_clear_error(tmp_path):
 def test_budget_must_be_positive():
     with pytest.raises(ptq.errors.UsageError, match="--latency-budget"):
         ptq.Config(latency_budget=0)
+
+
+@pytest.mark.parametrize("threads", [(), (0,), (1, -2), (1.5,)])
+def test_latency_threads_must_be_thread_counts(threads):
+    with pytest.raises(ptq.errors.UsageError, match="--latency-threads"):
+        ptq.Config(latency_threads=threads)
 
 
 def test_search_times_the_prepared_model_when_the_input_file_does_not_load(tmp_path):
