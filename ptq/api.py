@@ -16,7 +16,7 @@ from pathlib import Path
 
 import onnx
 
-from ptq import __version__, loader
+from ptq import __version__, loader, runtime
 from ptq.calibrate.data import input_specs
 from ptq.calibrate.range_file import SavedRanges, read_ranges, save_ranges
 from ptq.calibrate.runner import calibrate, observe, observe_folds
@@ -98,6 +98,13 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     Raises:
         PtqError subclasses with a one-line message and an exit code.
     """
+    # One conversion runs the same models in several stages (scoring, the latency search and its
+    # confirmation): their sessions are opened once (``ptq.runtime.SessionCache``).
+    with runtime.reusing_sessions():
+        return _convert(path, config, progress, calibration_data)
+
+
+def _convert(path, config: Config | None, progress: Progress | None, calibration_data) -> ConvertResult:
     config = config or Config()
     if calibration_data is not None:
         config = dataclasses.replace(config, calibration_data=calibration_data)

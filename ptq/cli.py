@@ -394,6 +394,15 @@ Writes OUT (.onnx), OUT.ort and OUT.ops.json (what onnxruntime runs for every no
 @_gate_options()
 @_console_options(verbose=True)
 def convert_cmd(model: Path, **opts) -> None:
+    from ptq import runtime
+
+    # The report runs the input and the output again, as the conversion's latency confirmation
+    # did: one session cache for both (``ptq.runtime.SessionCache``).
+    with runtime.reusing_sessions():
+        _convert_and_measure(model, **opts)
+
+
+def _convert_and_measure(model: Path, **opts) -> None:
     import ptq
     from ptq import report as reporting
     from ptq.api import convert

@@ -28,7 +28,7 @@ def test_convert_prints_the_table_and_passes_gates():
     assert run.exit_code == 0, run.stdout + run.stderr
     out = run.stdout
     for text in ("measured on 4 eval samples from", "size ", "latency median", "latency p90", "speedup",
-                 "1 thread, 2 warm-up + 20 timed runs each, interleaved; input x[1,3,", "fidelity ", "cosine ",
+                 "1 thread, 2 warm-up + 20 timed runs each, interleaved, wall clock; input x[1,3,", "fidelity ", "cosine ",
                  "SQNR ", "max abs error ", "top-1 n/a", "nodes ", " int8, 0 hybrid, "):  # fmt: skip
         assert text in out, text
     gate_lines = [line for line in out.splitlines() if " pass  --" in line or "FAIL" in line]
@@ -208,7 +208,7 @@ def test_bench_times_every_model():
     run = real.det_bench()
     assert run.exit_code == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
-    assert "1 thread, 1 warm-up + 5 timed runs each, interleaved; input x[1,3," in run.stdout
+    assert "1 thread, 1 warm-up + 5 timed runs each, interleaved, wall clock; input x[1,3," in run.stdout
     assert any(line.split()[:1] == ["ppocr-det.onnx"] and line.rstrip().endswith("1.00x") for line in lines)
     assert any(line.split()[:1] == ["det.int8.onnx"] for line in lines)
     doc = json.loads(run.file("report.json").read_text())

@@ -60,11 +60,12 @@ def quiet_run_options():
     return options
 
 
-def open_session(model: Path | bytes, threads: int = 1, label: str | None = None):
-    """An onnxruntime CPU session; a model onnxruntime cannot load is an ``UnsupportedModelError``."""
+def open_session(model: Path | bytes, threads: int = 1, label: str | None = None, reuse: bool = True):
+    """An onnxruntime CPU session; a model onnxruntime cannot load is an ``UnsupportedModelError``.
+    ``reuse``: see ``ptq.runtime.inference_session``."""
     source = model if isinstance(model, bytes) else str(model)
     try:
-        return runtime.inference_session(source, session_options(threads))
+        return runtime.inference_session(source, session_options(threads), reuse=reuse)
     except Exception as exc:
         name = label or (str(model) if not isinstance(model, bytes) else "the model")
         raise UnsupportedModelError(f"onnxruntime cannot load {name}: {ort_error_line(exc)}") from None
@@ -152,7 +153,10 @@ class Latency:
     def describe(self) -> str:
         threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
         shapes = ", ".join(f"{k}[{','.join(map(str, v))}]" for k, v in self.input_shapes.items())
-        return f"{threads}, {self.warmup_runs} warm-up + {self.runs} timed runs each, interleaved; input {shapes}"
+        return (
+            f"{threads}, {self.warmup_runs} warm-up + {self.runs} timed runs each, interleaved, wall clock;"
+            f" input {shapes}"
+        )
 
     def to_json(self) -> dict:
         data = {

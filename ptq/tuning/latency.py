@@ -309,7 +309,8 @@ def estimate_convs(
             )  # fmt: skip
             x_q = qmath.quantize(x, xp.scale, xp.zero_point, np.uint8)
             micro_feed = {"x": x_q}
-            int8_sess, float_sess = open_session(int8_bytes, THREADS), open_session(float_bytes, THREADS)
+            int8_sess = open_session(int8_bytes, THREADS, reuse=False)  # each conv's pair runs here only
+            float_sess = open_session(float_bytes, THREADS, reuse=False)
             # Interleave the two forms in two halves so drift hits both alike.
             a1 = _median_ms(int8_sess, micro_feed, MICRO_TARGET_S / 2)
             b1 = _median_ms(float_sess, micro_feed, MICRO_TARGET_S / 2)

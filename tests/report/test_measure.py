@@ -43,7 +43,7 @@ def test_time_models_runs_each_model_the_requested_times(cnn_pair):
     assert lat.input_shapes == {"x": [1, 3, 16, 16]} and lat.threads == 1
     assert all(v > 0 for m in lat.models for v in m.runs_ms)
     assert lat.speedup() == pytest.approx(lat.models[0].median_ms / lat.models[1].median_ms)
-    assert "1 thread, 1 warm-up + 7 timed runs each, interleaved" in lat.describe()
+    assert "1 thread, 1 warm-up + 7 timed runs each, interleaved, wall clock" in lat.describe()
 
 
 def test_fidelity_identical_models(cnn_pair):
