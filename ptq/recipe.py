@@ -118,6 +118,18 @@ class LatencyRecord:
     note: str = ""  # why nothing was measured, or what the figures stand for when unusual
     measured: bool = True  # False once read back from a ranges file (not saved)
 
+    @property
+    def output_speedup(self) -> float | None:
+        """The written model against the original float model at ``threads`` (None: not measured)."""
+        return self.weights_only_speedup if self.weights_only else self.speedup
+
+    @property
+    def slower_than_float(self) -> bool:
+        """The written model measured slower than the original float model at one of the thread
+        counts it was confirmed at (``threads`` or a thread check)."""
+        speedups = [self.output_speedup] + [c.speedup for c in self.thread_checks]
+        return any(s is not None and s < 1.0 for s in speedups)
+
     def summary(self, placed: int) -> str:
         """One line for the conversion's notes; ``placed``: how many nodes the placement keeps float."""
         where = f"{self.cpu or 'unknown CPU'} ({', '.join(self.cpu_flags) or 'no int8 flags'}), {self.threads} thread"
@@ -158,6 +170,8 @@ class LatencyRecord:
             f" ({c.original_float_ms:.2f} -> {c.output_ms:.2f} ms)"
             for c in self.thread_checks
         ]
+        if self.slower_than_float:
+            parts.append("the written model is slower than the original float model here: no placement measured was not")
         if self.out_of_budget:
             parts.append("budget spent before every group was tried")
         return "; ".join(parts)

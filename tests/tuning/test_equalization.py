@@ -44,23 +44,28 @@ def test_the_default_keeps_the_better_of_both_and_matches_the_explicit_choice(fo
     assert again.recipe.rewrites == auto.recipe.rewrites
 
 
-def test_a_candidate_no_faster_than_float_loses_to_one_that_is():
-    """Fidelity decides between two int8 models faster than float; an equalized model whose
-    latency placement fell back to float kernels loses to a plain one that beat float."""
+def test_a_candidate_slower_than_float_loses_to_one_that_is_not():
+    """Fidelity decides between two int8 models no slower than float; an equalized model whose
+    written output measured slower than the original float model (at 1 thread or at another
+    confirmed thread count) loses to a plain one that was not."""
     from ptq.api import Quantized
-    from ptq.recipe import LatencyRecord, Recipe
+    from ptq.recipe import LatencyRecord, Recipe, ThreadCheck
     from ptq.tuning.figures import Figures
 
-    def conversion(sqnr: float, weights_only: bool) -> Quantized:
-        recipe = Recipe(latency=LatencyRecord(speedup=0.9 if weights_only else 1.2, weights_only=weights_only))
-        return Quantized(None, {}, recipe, held_out=Figures(sqnr, 0.99, 0.98, None))
+    def conversion(sqnr: float, speedup: float, at_2_threads: float = 1.2, weights_only: bool = False) -> Quantized:
+        record = LatencyRecord(speedup=speedup, weights_only=weights_only, weights_only_speedup=1.3 if weights_only else None,
+                               thread_checks=(ThreadCheck(2, 2.0, 2.0 / at_2_threads, at_2_threads),))  # fmt: skip
+        return Quantized(None, {}, Recipe(latency=record), held_out=Figures(sqnr, 0.99, 0.98, None))
 
-    plain, better = conversion(20.0, False), conversion(27.0, False)
+    plain, better = conversion(20.0, 1.2), conversion(27.0, 1.2)
     assert equalization.pick(plain, better)[0] is better
-    assert equalization.pick(plain, conversion(20.3, False))[0] is plain  # within the margin
-    slow = conversion(27.0, True)
+    assert equalization.pick(plain, conversion(20.3, 1.2))[0] is plain  # within the margin
+    slow = conversion(27.0, 0.9)
     kept, note = equalization.pick(plain, slow)
-    assert kept is plain and "no int8 placement beat the float model" in note
-    assert equalization.pick(conversion(30.0, True), conversion(20.0, False))[0].held_out.sqnr_db == 20.0
+    assert kept is plain and "slower than the float model" in note
+    assert equalization.pick(plain, conversion(27.0, 1.2, at_2_threads=0.9))[0] is plain  # slower at 2 threads
+    # int8 weights with float kernels written because they were faster: not slower than float
+    assert equalization.pick(plain, conversion(27.0, 0.9, weights_only=True))[0].held_out.sqnr_db == 27.0
+    assert equalization.pick(conversion(30.0, 0.9), conversion(20.0, 1.1))[0].held_out.sqnr_db == 20.0
     no_faster = Quantized(None, {}, Recipe(latency=LatencyRecord(speedup=0.95)), held_out=Figures(27.0, 0.99, 0.98, None))
     assert equalization.pick(plain, no_faster)[0] is plain  # int8 kept, but it measured slower than float
