@@ -17,11 +17,17 @@ here, during conversion, with onnxruntime at 1 thread, by the CPU time of the ca
    minus one group (the int8 elementwise op types are groups too), timed end to end against the
    current best, interleaved; a move is kept only when the median of the per-round ratios says
    the model got ``MARGIN`` faster (the machine is shared and noisy). All candidates together
-   are tried first, then each group toggled, within the time budget.
+   are tried first, then each group toggled, within the time budget. A conv goes float with the
+   activation onnxruntime fuses into a float conv (``fused_activations``), or alone when that
+   loses fidelity.
 3. **Confirm**: the original float model (the input file), the float model as prepared for
-   quantization, the int8 model as planned and as placed, interleaved. When no int8 placement
-   beats the original float model, the output holds int8 weights dequantized at load with float
-   kernels (the file still shrinks), measured too.
+   quantization, the int8 model as planned and as placed, interleaved at 1 thread; then the
+   output against the original at the other ``Config.latency_threads`` counts, in wall clock.
+   When no int8 placement beats the original float model, or the prepared float kernels beat
+   int8, or int8 is slower than the original at another thread count, the output may instead
+   hold int8 weights dequantized at load with float kernels (the file still shrinks): it is
+   timed with both at every count, and written when it alone is never slower than float or is
+   the faster of two that both are (``_prefer_fallback``).
 
 The decisions are recipe placements with reason ``LATENCY`` (each with its times alone and the
 model times that decided it) and a ``LatencyRecord``; the ranges file saves the recipe, so
