@@ -1,5 +1,6 @@
 """The command line on bad input: one clear line, a documented exit code, no file left behind."""
 
+import json
 import subprocess
 import sys
 
@@ -154,15 +155,25 @@ def test_latency_budget_must_be_positive(cnn, tmp_path):
     check_error(invoke(cnn, "-c", calib, "--latency-budget", "0"), errors.EXIT_USAGE, "--latency-budget", tmp_path, before)
 
 
+@pytest.mark.parametrize("threads", ["two", "1,0", ""])
+def test_latency_threads_must_be_thread_counts(cnn, tmp_path, threads):
+    calib = tiny.image_samples(tmp_path / "calib", n=2)
+    before = files(tmp_path)
+    check_error(invoke(cnn, "-c", calib, "--latency-threads", threads), errors.EXIT_USAGE, "--latency-threads", tmp_path, before)
+
+
 @pytest.mark.latency_search
 def test_latency_search_switch_and_budget_reach_the_conversion(cnn, tmp_path):
     calib = tiny.image_samples(tmp_path / "calib", n=2)
     on = invoke(
         cnn, "-c", calib, "-o", tmp_path / "on.onnx", "--latency-budget", "3", "--no-bench", "--save-ranges",
-        tmp_path / "on.json", "--report", tmp_path / "on.md",
+        tmp_path / "on.json", "--report", tmp_path / "on.md", "--latency-threads", "1,3",
     )  # fmt: skip
     assert on.exit_code == 0, on.output
     assert "latency placement on " in on.output and "of a 3 s budget" in on.output
+    assert "written model at 3 threads (wall clock)" in " ".join(on.output.split())
+    saved = json.loads((tmp_path / "on.json").read_text())["recipe"]["latency"]
+    assert [c["threads"] for c in saved["thread_checks"]] == [3]
     cpu = ptq.report.env.cpu_info()["model"]
     assert f"Latency placement on {cpu}" in (tmp_path / "on.md").read_text()  # the report names the CPU
     off = invoke(cnn, "-c", calib, "-o", tmp_path / "off.onnx", "--no-latency-search", "--no-bench", "--save-ranges", tmp_path / "off.json")
