@@ -155,7 +155,7 @@ def smooth(
         declined=tuple(
             Declined(g.producer or g.readers[0], "its activation was never observed") for g in groups if g.activation not in applied
         ),
-        rescaled=tuple(sorted(set(applied) | {f"{a}{SMOOTHED}" for a in inserted})),
+        rescaled=tuple(sorted({a for a in applied if a not in inserted} | {f"{a}{SMOOTHED}" for a in inserted})),
         keep_float=keep_float,
         notes=(f"SmoothQuant (alpha {alpha:g}) moved activation outliers into the weights of {len(applied)} MatMul input(s)"
                f" ({len(inserted)} through a Mul of their own, kept float)",),  # fmt: skip

@@ -102,7 +102,7 @@ def choose_smoothing(
     """The groups of smoothable MatMul inputs that gain ``GAIN_DB`` each on the scoring samples
     (see the module docstring); ``model`` is left as it is (a kept smoothing is a copy)."""
     unchanged = SmoothingChoice(model, recipe, plan, ranges, scoring)
-    if scoring is None or config.smoothquant is not None or config.calibration_data is None:
+    if scoring is None or not config.auto_smoothquant or config.smoothquant is not None or config.calibration_data is None:
         return unchanged
     groups = smoothquant.find_groups(model, insert=True)
     if not groups:
