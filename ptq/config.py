@@ -108,10 +108,12 @@ class Config:
         hybrid: MatMul/Gemm node names or op types to run with hybrid kernels in static mode
             (int8 weights, activations quantized at run time).
         calibration_samples: use only the first N calibration samples.
-        smoothquant: SmoothQuant migration strength alpha in [0, 1] for MatMuls whose input a
-            constant Mul produces (GELU -> feed-forward down-projection); None (the default)
-            turns it off: on MiniLM it measured no gain over auto_hybrid (embedding cosine
-            0.9905 with alpha 0.5 vs 0.9911 without).
+        smoothquant: SmoothQuant migration strength alpha in [0, 1] for every MatMul input with
+            constant weights (folded into a constant Mul that produces it, e.g. GELU -> feed-forward
+            down-projection, or a float Mul of its own, e.g. after a LayerNormalization); None (the
+            default) leaves the choice to ``auto_smoothquant``, which smooths only the groups that
+            measurably pay (on MiniLM, smoothing every group gave 0.9937 mean sentence cosine, the
+            scored choice 0.9932 with half the inserted Muls; bench/ACCURACY_RESULTS.md).
         auto_hybrid: in static mode, run a group of MatMuls (grouped by the op type feeding
             them) with hybrid kernels when that raises the output SQNR on the calibration
             samples by at least 1 dB (``ptq.tuning.groups.choose_hybrid``).
