@@ -373,8 +373,9 @@ def quantize_with_ranges(
         outcome = targets.ensure_fidelity(scoring, plan, ranges, config, recipe, progress, more_ranges)
         plan, recipe, ranges, held_out, search = outcome.plan, outcome.recipe, outcome.ranges, outcome.figures, outcome.search
         notes.extend(search.describe() if search is not None else [])
-        progress("choose smoothquant", 0, 0)
-        smoothing = choose_smoothing(model, recipe, plan, ranges, config, scoring, fit)
+        smoothing = choose_smoothing(
+            model, recipe, plan, ranges, config, scoring, fit, lambda done, total: progress("choose smoothquant", done, total)
+        )
         if smoothing.smoothed:  # quantize the smoothed copy from here on (the same outputs in float)
             model.CopyFrom(smoothing.model)
             scoring = smoothing.scoring.with_model(model)

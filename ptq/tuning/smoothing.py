@@ -108,6 +108,8 @@ def choose_smoothing(
     if not groups:
         return unchanged
     kinds = input_kinds(model, groups)
+    if progress:
+        progress(0, len(kinds))
     absmax = smoothquant.channel_absmax(
         model, [g.activation for g in groups], config.calibration_data, config.calibration_samples, config.image_format,
         indices=fit,
