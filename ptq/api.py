@@ -37,6 +37,8 @@ from ptq.tuning.groups import choose_fallback, choose_hybrid, describe_fallback,
 from ptq.tuning.method import choose_method, choose_method_cross_validated
 from ptq.tuning.scoring import MAX_MODEL_BYTES, scoring_for
 from ptq.graph import byte_size
+from ptq.tuning.smoothing import choose_smoothing
+from ptq.tuning.figures import load_metric
 from ptq.tuning.weight_range import choose_weight_range
 from ptq.tuning import targets, validation
 from ptq.tuning.figures import Figures
@@ -370,7 +372,18 @@ def quantize_with_ranges(
 
         outcome = targets.ensure_fidelity(scoring, plan, ranges, config, recipe, progress, more_ranges)
         plan, recipe, ranges, held_out, search = outcome.plan, outcome.recipe, outcome.ranges, outcome.figures, outcome.search
-        notes.extend(search.describe() if search is not None else [f"fidelity on {scoring.scored_on}: {held_out.describe()}"])
+        notes.extend(search.describe() if search is not None else [])
+        smoothing = choose_smoothing(
+            model, recipe, plan, ranges, config, scoring, fit, lambda done, total: progress("choose smoothquant", done, total)
+        )
+        if smoothing.smoothed:  # quantize the smoothed copy from here on (the same outputs in float)
+            model.CopyFrom(smoothing.model)
+            scoring = smoothing.scoring.with_model(model)
+            plan, recipe, ranges = smoothing.plan, smoothing.recipe, smoothing.ranges
+            held_out = targets.figures_for(scoring, plan, ranges, config, load_metric(config.metric))
+        notes += [smoothing.describe()] if smoothing.describe() else []
+        if search is None or smoothing.smoothed:
+            notes.append(f"fidelity on {scoring.scored_on}: {held_out.describe()}")
     del scoring
 
     # What --save-ranges records (written by ``convert`` once the conversion to keep is picked).

@@ -359,6 +359,8 @@ Writes OUT (.onnx), OUT.ort and OUT.ops.json (what onnxruntime runs for every no
                  help="Weight ranges: min/max, least squared error (mse), or auto (-c: mse where it gains 0.5 dB)."),
     cloup.option("--auto-hybrid/--no-auto-hybrid", default=True, show_default=True,
                  help="-c: run MatMul groups with hybrid kernels where that raises output SQNR."),
+    cloup.option("--auto-smoothquant/--no-auto-smoothquant", default=True, show_default=True,
+                 help="-c: SmoothQuant MatMul input groups where that raises held-out output SQNR 1 dB."),
     cloup.option("--auto-fallback", is_flag=True, help="-c: keep an elementwise op type float where that gains 1 dB (off: README)."),
     cloup.option("--bias-correction/--no-bias-correction", default=None,
                  help="-c: correct Conv/Gemm biases for their int8 weights' mean shift [default: where it gains 0.5 dB on validation]."),
@@ -417,6 +419,8 @@ def _convert_and_measure(model: Path, **opts) -> None:
             raise UsageError("-q/--quiet and -v/--verbose contradict each other: choose one")
         if _given("auto_hybrid") and opts["calibration_data"] is None:
             raise UsageError("--auto-hybrid/--no-auto-hybrid act on calibration samples and need -c/--calibration-data")
+        if _given("auto_smoothquant") and opts["calibration_data"] is None:
+            raise UsageError("--auto-smoothquant/--no-auto-smoothquant act on calibration samples and need -c/--calibration-data")
         options = _measure_options(opts, "eval_samples")
         output = opts["output"]
         outputs = OutputPaths.for_output(output) if output else OutputPaths.default_for(model)
@@ -444,6 +448,7 @@ def _convert_and_measure(model: Path, **opts) -> None:
             equalize=opts["equalize"],
             equalize_activations=opts["equalize_activations"],
             auto_hybrid=opts["auto_hybrid"],
+            auto_smoothquant=opts["auto_smoothquant"],
             bias_correction=opts["bias_correction"],
             auto_fallback=opts["auto_fallback"],
             calibration_method=opts["calibration_method"],

@@ -108,13 +108,20 @@ class Config:
         hybrid: MatMul/Gemm node names or op types to run with hybrid kernels in static mode
             (int8 weights, activations quantized at run time).
         calibration_samples: use only the first N calibration samples.
-        smoothquant: SmoothQuant migration strength alpha in [0, 1] for MatMuls whose input a
-            constant Mul produces (GELU -> feed-forward down-projection); None (the default)
-            turns it off: on MiniLM it measured no gain over auto_hybrid (embedding cosine
-            0.9905 with alpha 0.5 vs 0.9911 without).
+        smoothquant: SmoothQuant migration strength alpha in [0, 1] for every MatMul input with
+            constant weights (folded into a constant Mul that produces it, e.g. GELU -> feed-forward
+            down-projection, or a float Mul of its own, e.g. after a LayerNormalization); None (the
+            default) leaves the choice to ``auto_smoothquant``, which smooths only the groups that
+            measurably pay. MiniLM on padded batches, sentence cosine mean / worst held out: alpha
+            0.5 on every group 0.9885 / 0.9720 (its validation cosine 0.92 left the collapse floor
+            untriggered), the scored choice 0.9932 / 0.9883 (bench/ACCURACY_RESULTS.md).
         auto_hybrid: in static mode, run a group of MatMuls (grouped by the op type feeding
             them) with hybrid kernels when that raises the output SQNR on the calibration
             samples by at least 1 dB (``ptq.tuning.groups.choose_hybrid``).
+        auto_smoothquant: in static mode, without ``smoothquant``, SmoothQuant (alpha 0.5) the
+            MatMul inputs of a producer op type where that raises the output SQNR on the held-out
+            validation samples by at least 1 dB (``ptq.tuning.smoothing``; MiniLM: its 12
+            LayerNorm-fed inputs, sentence cosine 0.9901 -> 0.9932 mean on padded batches).
         auto_fallback: in static mode, keep an op type of int8 elementwise nodes (Mul, Add,
             Sigmoid, ...) float when that raises the output SQNR on the calibration samples by at
             least 1 dB (``ptq.tuning.groups``). Off by default: the calibration samples did not
@@ -183,6 +190,7 @@ class Config:
     percentile: float = DEFAULT_PERCENTILE
     smoothquant: float | None = None
     auto_hybrid: bool = True
+    auto_smoothquant: bool = True
     bias_correction: bool | None = None  # None: scored (kept where it pays on validation)
     auto_fallback: bool = False
     weight_range: WeightRange = WeightRange.MINMAX

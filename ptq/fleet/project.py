@@ -70,6 +70,7 @@ MODEL_KEYS: dict[str, tuple] = {
     "bias_correction": ("bool",),
     "auto_fallback": ("bool",),
     "auto_hybrid": ("bool",),
+    "auto_smoothquant": ("bool",),
     "write_ort": ("bool",),
     "workers": ("int", 1),
     # measurement

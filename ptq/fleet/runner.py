@@ -25,7 +25,7 @@ from ptq.errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_OK, PtqError
 CONFIG_KEYS = (
     "output", "calibration_data", "calibration_samples", "calibration_method", "percentile", "weights", "activations",
     "per_channel", "reduce_range", "exclude", "hybrid", "weight_range", "equalize", "equalize_activations",
-    "smoothquant", "bias_correction", "auto_fallback", "auto_hybrid", "write_ort", "workers",
+    "smoothquant", "bias_correction", "auto_fallback", "auto_hybrid", "auto_smoothquant", "write_ort", "workers",
 )  # fmt: skip
 MEASURE_KEYS = ("threads", "runs", "warmup")
 

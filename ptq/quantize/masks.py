@@ -15,6 +15,12 @@ that pass values on (arithmetic, Where's branches, reshaping, casts) up to the o
 it (Softmax, typically). Nodes that produce or read a fill-carrying tensor are the mask path;
 the nodes computing only the 0/1 factor the fill is multiplied by (``1 - Cast(attention_mask)``)
 join it. Clip bounds, Where conditions and shape inputs are not values and never seed it.
+
+A mask computed outside the model arrives as a float graph input instead (``extended_attention_mask``
+of 0 and a fill, added to the scores): no constant holds the fill, and the samples may not show
+one (unpadded calibration batches hold only zeros). Such an input seeds the path too when its
+structure says it is an additive attention bias: reshaped or scaled by constants only, it is
+added to attention scores (a MatMul of two activations, scaled) that a Softmax then normalizes.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class MaskPath:
     """The mask path of a graph: fill constants, fill-carrying tensors, and the nodes to keep float."""
 
     fills: dict[str, float]  # constant tensor -> its most negative value
+    inputs: tuple[str, ...]  # float graph inputs added to attention scores (a mask computed outside)
     tensors: frozenset[str]  # activations carrying a fill
     nodes: dict[str, str]  # node name -> why it is on the path
 
@@ -102,12 +109,13 @@ def find_mask_path(model: onnx.ModelProto) -> MaskPath:
     """The mask path of ``model``'s main graph (empty when it has no fill constant)."""
     graph = model.graph
     fills = _fill_constants(graph)
-    if not fills:
-        return MaskPath({}, frozenset(), {})
     read_by = consumers(graph)
+    mask_inputs = _mask_inputs(graph, read_by)
+    if not fills and not mask_inputs:
+        return MaskPath({}, (), frozenset(), {})
     carrying: set[str] = set()
     nodes: dict[str, str] = {}
-    frontier = list(fills)
+    frontier = list(fills) + list(mask_inputs)
     while frontier:  # forward from each fill, in the order found: deterministic
         tensor = frontier.pop(0)
         for node in read_by.get(tensor, []):
@@ -116,7 +124,7 @@ def find_mask_path(model: onnx.ModelProto) -> MaskPath:
             if node.op_type in _PASS_VALUES:
                 if tensor not in _value_inputs(node):
                     continue  # a shape, axis or condition input
-                nodes.setdefault(node.name, _reason(node, tensor in fills, fills.get(tensor)))
+                nodes.setdefault(node.name, _reason(tensor, fills, mask_inputs))
                 for out in node.output:
                     if out and out not in carrying:
                         carrying.add(out)
@@ -124,12 +132,14 @@ def find_mask_path(model: onnx.ModelProto) -> MaskPath:
             elif tensor in carrying:
                 nodes.setdefault(node.name, f"{REASON}: reads the additive mask (scores + fill) and turns it into zeros")
     nodes.update(_factor_nodes(graph, nodes, read_by))
-    return MaskPath(fills, frozenset(carrying), nodes)
+    return MaskPath(fills, mask_inputs, frozenset(carrying), nodes)
 
 
-def _reason(node: onnx.NodeProto, seeded: bool, fill: float | None) -> str:
-    if seeded:
-        return f"{REASON}: applies the mask fill {fill:.3g}, which no int8 range holds beside the scores"
+def _reason(tensor: str, fills: dict[str, float], mask_inputs: tuple[str, ...]) -> str:
+    if tensor in fills:
+        return f"{REASON}: applies the mask fill {fills[tensor]:.3g}, which no int8 range holds beside the scores"
+    if tensor in mask_inputs:
+        return f"{REASON}: applies the additive mask input {tensor} (0 or a large negative fill), which no int8 range holds beside the scores"
     return f"{REASON}: carries the additive mask fill, which no int8 range holds beside the scores"
 
 
@@ -165,3 +175,79 @@ def _factor_nodes(graph, path: dict[str, str], read_by) -> dict[str, str]:
         found[node.name] = f"{REASON}: builds the mask factor the fill is multiplied by"
         stack.extend(node.input)
     return found
+
+
+# Ops a mask input may pass through on its way to the scores: reshaping, and arithmetic with constants.
+_RESHAPE_OPS = frozenset({"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Transpose", "Expand", "Tile", "Slice", "Gather", "Concat"})
+_SCALE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+# Attention scores reach the mask Add from Q.K^T through at most a scale and a position bias.
+_SCORE_DEPTH = 4
+
+
+def _mask_inputs(graph: onnx.GraphProto, read_by) -> tuple[str, ...]:
+    """Float graph inputs that are additive attention masks (see the module docstring), in input order."""
+    inits = initializers(graph)
+    constants = set(inits) | {o for n in graph.node if n.op_type in ("Constant", "ConstantOfShape") for o in n.output}
+    made_by = producers(graph)
+    found = []
+    for value in graph.input:
+        if value.name in inits or value.type.tensor_type.elem_type not in _FLOAT_TYPES:
+            continue
+        derived = _derived_from(value.name, constants, read_by)
+        sites = [
+            node
+            for tensor in derived
+            for node in read_by.get(tensor, [])
+            if node.op_type == "Add" and node.domain in ("", "ai.onnx")
+            and any(other not in derived and _is_scores(other, made_by, constants, _SCORE_DEPTH) for other in node.input)
+        ]
+        if any(_reaches_softmax(site.output[0], read_by) for site in sites):
+            found.append(value.name)
+    return tuple(found)
+
+
+def _derived_from(name: str, constants: set[str], read_by) -> set[str]:
+    """Tensors computed from ``name`` and constants alone by reshaping ops and arithmetic."""
+    derived = {name}
+    frontier = [name]
+    while frontier:
+        tensor = frontier.pop()
+        for node in read_by.get(tensor, []):
+            if node.domain not in ("", "ai.onnx") or node.op_type not in _RESHAPE_OPS | _SCALE_OPS:
+                continue
+            values = _value_inputs(node)
+            if tensor in values and all(t in derived or t in constants for t in values):
+                for out in node.output:
+                    if out and out not in derived:
+                        derived.add(out)
+                        frontier.append(out)
+    return derived
+
+
+def _is_scores(tensor: str, made_by, constants: set[str], depth: int) -> bool:
+    """Whether ``tensor`` is attention scores: a MatMul (or Einsum) of two activations, maybe scaled or biased."""
+    node = made_by.get(tensor)
+    if node is None or depth < 0 or node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type in ("MatMul", "Einsum"):
+        operands = [t for t in node.input if t]
+        return len(operands) == 2 and not any(t in constants for t in operands)
+    if node.op_type in _SCALE_OPS or node.op_type in _RESHAPE_OPS:
+        return any(_is_scores(t, made_by, constants, depth - 1) for t in _value_inputs(node) if t not in constants)
+    return False
+
+
+def _reaches_softmax(tensor: str, read_by) -> bool:
+    """Whether ``tensor`` feeds a Softmax, directly or through reshaping ops and further additions."""
+    seen, frontier = {tensor}, [tensor]
+    while frontier:
+        for node in read_by.get(frontier.pop(), []):
+            if node.op_type in ("Softmax", "LogSoftmax"):
+                return True
+            if node.op_type in _RESHAPE_OPS or node.op_type in ("Add", "Sub"):
+                for out in node.output:
+                    if out and out not in seen:
+                        seen.add(out)
+                        frontier.append(out)
+    return False

@@ -49,7 +49,12 @@ def describe(passes: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]) -> s
     if not passes:
         names = list(options.values())
         return "no " + ", ".join(names[:-1]) + " or " + names[-1]
-    return " ".join(" ".join([options.get(name, name)] + [f"{v:g}" for _, v in settings]) for name, settings in passes)
+    # A rewrite ptq chose by its scoring records ("scored", 1): no option repeats it (calibrate anew).
+    return " ".join(
+        " ".join([options.get(name, name)] + [f"{v:g}" for k, v in settings if k != "scored"])
+        + (" (chosen by ptq's scoring)" if ("scored", 1.0) in settings else "")
+        for name, settings in passes
+    )
 
 
 def removed(recipe: Recipe) -> dict[str, str]:

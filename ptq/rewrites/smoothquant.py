@@ -11,6 +11,12 @@ down-projection, exactly where per-tensor activation ranges fail). That is only 
 reader of ``X`` is such a MatMul; other producers (a LayerNormalization whose output also feeds
 a residual Add, say) are left alone. The folded ``Mul`` now holds a per-channel vector, which an
 int8 elementwise kernel would quantize away, so it is returned to be kept float.
+
+Where no such Mul exists or another op reads ``X`` too (the LayerNormalization before BERT's
+feed-forward up-projection, whose output also feeds the residual Add), ``X / s`` is a ``Mul``
+inserted on the MatMuls' branch only, kept float: one elementwise op over ``X`` per smoothed
+activation, a few percent of the MatMul it feeds (MiniLM: 384 multiplies against 384 x 1536
+multiply-adds a token). The other readers still read ``X`` unchanged.
 """
 
 from __future__ import annotations
@@ -35,16 +41,24 @@ OPTION = "--smoothquant"
 
 @dataclass(frozen=True)
 class SmoothGroup:
-    """One activation tensor, the Mul whose constant produces it, and the MatMuls reading it."""
+    """One activation tensor, the Mul whose constant produces it, and the MatMuls reading it.
+
+    An inserted group (``producer`` empty) gets a Mul of its own in front of ``readers``."""
 
     activation: str
-    producer: str  # name of the Mul node
-    constant: str  # the Mul's constant operand (an initializer)
+    producer: str  # name of the Mul node ("" for an inserted group)
+    constant: str  # the Mul's constant operand (an initializer; "" for an inserted group)
     weights: tuple[str, ...]  # the [K, N] weight initializers of the reading MatMuls
+    readers: tuple[str, ...] = ()  # the MatMul nodes reading the activation
+
+    @property
+    def inserted(self) -> bool:
+        return not self.producer
 
 
-def find_groups(model: onnx.ModelProto) -> list[SmoothGroup]:
-    """Activations SmoothQuant can rescale for free (see the module docstring); graph order."""
+def find_groups(model: onnx.ModelProto, insert: bool = False) -> list[SmoothGroup]:
+    """Activations SmoothQuant can rescale for free (see the module docstring); graph order.
+    ``insert``: and, after them, the MatMul inputs it can rescale with a Mul of their own."""
     graph = model.graph
     inits = initializers(graph)
     made_by = producers(graph)
@@ -71,7 +85,28 @@ def find_groups(model: onnx.ModelProto) -> list[SmoothGroup]:
         shape = tuple(inits[constant].dims)
         if any(inits[r.input[1]].dims[0] != channels for r in readers) or int(np.prod(shape or (1,))) not in (1, channels):
             continue
-        groups.append(SmoothGroup(activation, producer.name, constant, weights))
+        groups.append(SmoothGroup(activation, producer.name, constant, weights, tuple(r.name for r in readers)))
+    if insert:
+        groups += _inserted_groups(graph, inits, read_by, outputs, {g.activation for g in groups})
+    return groups
+
+
+def _inserted_groups(graph, inits, read_by, outputs, taken: set[str]) -> list[SmoothGroup]:
+    """MatMul inputs (activations) not rescaled by a foldable Mul: each with its constant-weight
+    MatMul readers, whose weights are theirs alone and of one input width."""
+    groups = []
+    for node in graph.node:
+        activation = node.input[0] if node.op_type == "MatMul" and len(node.input) == 2 else None
+        if activation is None or activation in taken or activation in inits or not node.name:
+            continue
+        taken.add(activation)
+        readers = [r for r in read_by.get(activation, []) if r.name and _reads_as_matmul_input(r, activation, inits)]
+        weights = tuple(r.input[1] for r in readers)
+        if not readers or len(set(weights)) != len(weights) or any(len(read_by.get(w, [])) != 1 for w in weights):
+            continue
+        if len({inits[w].dims[0] for w in weights}) != 1:
+            continue
+        groups.append(SmoothGroup(activation, "", "", weights, tuple(r.name for r in readers)))
     return groups
 
 
@@ -88,26 +123,47 @@ def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collect
     """The pass: find the groups, measure their activations' channel maxima on the calibration
     samples, move the outliers into the weights in place; the Muls that now hold per-channel
     constants are kept float (an int8 kernel would quantize the constant away)."""
-    alpha = config.smoothquant
-    groups = find_groups(model)
+    return smooth(model, config, config.smoothquant, progress, indices=fit)
+
+
+def smooth(
+    model: onnx.ModelProto, config: Config, alpha: float, progress: Progress | None = None,
+    indices: Collection[int] | None = None, only: Collection[str] | None = None,
+    absmax: dict[str, np.ndarray] | None = None, recorded: tuple[tuple[str, float], ...] | None = None,
+) -> RewriteResult:  # fmt: skip
+    """Smooth the groups of ``model`` (``find_groups(insert=True)``; those whose activation is in
+    ``only`` when given) in place, with channel maxima ``absmax`` or else measured on the
+    calibration samples (those at ``indices`` when given). ``recorded``: the settings to record
+    (the alpha by default)."""
+    recorded = recorded or (("alpha", float(alpha)),)
+    groups = [g for g in find_groups(model, insert=True) if only is None or g.activation in only]
     if not groups:
-        return RewriteResult(NAME, settings=settings(config))
-    progress("smooth", 0, 0)
-    absmax = channel_absmax(
-        model, [g.activation for g in groups], config.calibration_data, config.calibration_samples, config.image_format,
-        indices=fit,
-    )  # fmt: skip
-    applied = apply(model, groups, absmax, alpha)
-    keep_float = tuple(g.producer for g in groups if g.activation in applied)
+        return RewriteResult(NAME, settings=recorded)
+    if progress is not None:
+        progress("smooth", 0, 0)
+    if absmax is None:
+        absmax = channel_absmax(
+            model, [g.activation for g in groups], config.calibration_data, config.calibration_samples,
+            config.image_format, indices=indices,
+        )  # fmt: skip
+    inserted: dict[str, str] = {}
+    applied = apply(model, groups, absmax, alpha, inserted)
+    keep_float = tuple(inserted.get(g.activation, g.producer) for g in groups if g.activation in applied)
     return RewriteResult(
         NAME,
         applied=keep_float,
-        declined=tuple(Declined(g.producer, "its activation was never observed") for g in groups if g.activation not in applied),
-        rescaled=tuple(sorted(applied)),
+        declined=tuple(
+            Declined(g.producer or g.readers[0], "its activation was never observed") for g in groups if g.activation not in applied
+        ),
+        rescaled=tuple(sorted({a for a in applied if a not in inserted} | {f"{a}{SMOOTHED}" for a in inserted})),
         keep_float=keep_float,
-        notes=(f"SmoothQuant (alpha {alpha:g}) moved activation outliers into {len(applied)} MatMul weight(s)",),
-        settings=settings(config),
+        notes=(f"SmoothQuant (alpha {alpha:g}) moved activation outliers into the weights of {len(applied)} MatMul input(s)"
+               f" ({len(inserted)} through a Mul of their own, kept float)",),  # fmt: skip
+        settings=recorded,
     )
+
+
+SMOOTHED = "/smoothed"  # suffix of the tensor an inserted Mul makes
 
 
 def _reads_as_matmul_input(node: onnx.NodeProto, tensor: str, inits) -> bool:
@@ -162,8 +218,12 @@ def channel_absmax(
     return absmax
 
 
-def apply(model: onnx.ModelProto, groups: Iterable[SmoothGroup], absmax: dict[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
-    """Rescale each group in place; returns the scales applied, by activation tensor."""
+def apply(
+    model: onnx.ModelProto, groups: Iterable[SmoothGroup], absmax: dict[str, np.ndarray], alpha: float,
+    inserted: dict[str, str] | None = None,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Rescale each group in place; returns the scales applied, by activation tensor.
+    ``inserted`` collects the Mul node inserted for each inserted group, by activation."""
     inits = initializers(model.graph)
     applied = {}
     for group in groups:
@@ -172,6 +232,14 @@ def apply(model: onnx.ModelProto, groups: Iterable[SmoothGroup], absmax: dict[st
         weights = [numpy_helper.to_array(inits[w]) for w in group.weights]
         w_absmax = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
         s = smoothing_scales(absmax[group.activation], w_absmax, alpha)
+        if group.inserted:
+            mul = _insert_mul(model, group, (1.0 / s).astype(np.float32), inits)
+            if inserted is not None:
+                inserted[group.activation] = mul
+            for name, w in zip(group.weights, weights):
+                inits[name].CopyFrom(numpy_helper.from_array((w * s[:, None]).astype(np.float32), name))
+            applied[group.activation] = s
+            continue
         constant = numpy_helper.to_array(inits[group.constant]).astype(np.float32)
         folded = (np.broadcast_to(constant.reshape(-1), s.shape) / s).astype(np.float32)
         # Keep the constant's rank so broadcasting against the activation is unchanged.
@@ -188,3 +256,26 @@ def apply(model: onnx.ModelProto, groups: Iterable[SmoothGroup], absmax: dict[st
             inits[name].CopyFrom(numpy_helper.from_array((w * s[:, None]).astype(np.float32), name))
         applied[group.activation] = s
     return applied
+
+
+def _insert_mul(model: onnx.ModelProto, group: SmoothGroup, inverse: np.ndarray, inits) -> str:
+    """Insert ``activation * inverse`` in front of the group's MatMuls (right before the first
+    of them, so the graph stays in topological order); returns the Mul's name."""
+    graph = model.graph
+    names = {n.name for n in graph.node}
+    scale = unique_name(f"{group.activation}/smoothquant_scale", inits)
+    graph.initializer.append(numpy_helper.from_array(inverse, scale))
+    inits[scale] = graph.initializer[-1]
+    out = f"{group.activation}{SMOOTHED}"
+    name = unique_name(f"{group.activation}/SmoothQuantMul", names)
+    mul = onnx.helper.make_node("Mul", [group.activation, scale], [out], name=name)
+    readers = set(group.readers)
+    nodes = list(graph.node)
+    position = next(i for i, n in enumerate(nodes) if n.name in readers)
+    for node in nodes:
+        if node.name in readers:
+            node.input[0] = out
+    nodes.insert(position, mul)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return name

@@ -84,6 +84,14 @@ class Scoring:
         """The int8 model ``plan``, ``ranges`` and ``config`` make of the float model (a copy)."""
         return quantize_static(copy.deepcopy(self.model), plan, ranges, config, self.weight_memo)
 
+    def with_model(self, model: onnx.ModelProto) -> "Scoring":
+        """This scoring for ``model``, a float rewrite of the scored model that computes the same
+        outputs (SmoothQuant): the same samples and float outputs, a weight memo of its own."""
+        other = copy.copy(self)
+        other.model = model
+        other.weight_memo = WeightMemo()
+        return other
+
     def score_plan(self, plan: Plan, ranges: Ranges, config: Config) -> float:
         """The score of the int8 model ``plan``, ``ranges`` and ``config`` make of the float model."""
         return self.score(self.candidate(plan, ranges, config))

@@ -151,3 +151,91 @@ def test_static_int8_agrees_on_padded_and_unpadded_batches(style, tmp_path):
         valid = feed["mask"].astype(bool)
         a, b = want[valid].ravel(), got[valid].ravel()
         assert np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) > 0.99
+
+
+def attention_with_mask_input(softmax: bool = True, scores_from_weights: bool = False) -> onnx.ModelProto:
+    """``attention`` whose additive mask is computed outside: a float input ``mask_bias[N, T]`` of 0 and a fill,
+    unsqueezed and added to the scores (``scores_from_weights``: added to ``x @ wq`` instead, no attention)."""
+    model = attention(FINFO_MIN, "mul")
+    graph = model.graph
+    keep = [n for n in graph.node if n.name not in ("mask_unsqueeze", "mask_cast", "mask_invert", "mask_fill", "mask_add")]
+    add_to = "q" if scores_from_weights else "scores"
+    mask_nodes = [
+        helper.make_node("Unsqueeze", ["mask_bias", "axis1"], ["bias"], name="mask_unsqueeze"),
+        helper.make_node("Add", [add_to, "bias"], ["masked"], name="mask_add"),
+    ]
+    if not softmax:
+        keep = [helper.make_node("Relu", ["masked"], ["probs"], name="softmax") if n.name == "softmax" else n for n in keep]
+    position = next(i for i, n in enumerate(keep) if n.name == "softmax")
+    del graph.node[:]
+    graph.node.extend(keep[:position] + mask_nodes + keep[position:])
+    graph.input[1].CopyFrom(helper.make_tensor_value_info("mask_bias", TensorProto.FLOAT, ["N", "T"]))
+    graph.initializer.remove(next(t for t in graph.initializer if t.name == "fill"))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def bias_feed(feed: dict[str, np.ndarray], fill: float = FINFO_MIN) -> dict[str, np.ndarray]:
+    """``padded_batch``'s feed with the mask as an additive bias: 0 where set, ``fill`` on padding."""
+    return {"x": feed["x"], "mask_bias": np.where(feed["mask"] == 1, 0.0, fill).astype(np.float32)}
+
+
+def test_mask_input_added_to_scores_is_on_the_path():
+    path = masks.find_mask_path(attention_with_mask_input())
+    assert path.inputs == ("mask_bias",) and not path.fills
+    assert {"mask_unsqueeze", "mask_add", "softmax"} <= set(path.nodes)
+    assert "mask_bias" in path.nodes["mask_unsqueeze"]
+    assert not {"q", "k", "v", "qk", "scale", "ctx", "out", "kt"} & set(path.nodes)
+
+
+@pytest.mark.parametrize("kind", ["no softmax", "added to a weighted layer"])
+def test_a_float_input_added_elsewhere_is_no_mask(kind):
+    model = attention_with_mask_input(softmax=kind != "no softmax", scores_from_weights=kind != "no softmax")
+    assert not masks.find_mask_path(model)
+
+
+@pytest.mark.parametrize("calibrated_on", ["padded", "unpadded"])
+def test_static_int8_with_a_mask_input_agrees_on_padded_and_unpadded_batches(calibrated_on, tmp_path):
+    model_path = tmp_path / "attention.onnx"
+    onnx.save(attention_with_mask_input(), model_path)
+    rng = np.random.default_rng(1)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(8):  # unpadded: every mask bias 0, so the samples never show the fill
+        lengths = (T, 3, 5, 2) if calibrated_on == "padded" else (T, T, T, T)
+        np.savez(calib / f"sample_{i:03d}.npz", **bias_feed(padded_batch(rng, lengths)))
+    ranges = tmp_path / "ranges.json"
+    result = ptq.convert(
+        model_path,
+        ptq.Config(output=tmp_path / "attention.int8.onnx", calibration_data=calib, save_ranges=ranges, write_ort=False),
+    )
+    kernels = {e.name: e for e in result.oplist.nodes}
+    for name in ("mask_add", "softmax"):
+        assert kernels[name].kernel == "float" and kernels[name].reason.startswith("attention-mask")
+    assert kernels["qk"].kernel == "int8" and kernels["ctx"].kernel == "int8" and kernels["out"].kernel == "int8"
+    saved = json.loads(ranges.read_text())
+    assert "mask_bias" not in saved["ranges"] and "masked" not in saved["ranges"]
+    bounds = [abs(v) for lo_hi in saved["ranges"].values() for v in lo_hi]
+    assert bounds and max(bounds) < 1e3
+    held_out = np.random.default_rng(2)
+    for lengths in [(T, 2, 4, 1), (T,), (3,)]:
+        feed = padded_batch(held_out, lengths)
+        if len(lengths) == 1:
+            feed = {"x": feed["x"][:, : lengths[0]], "mask": feed["mask"][:, : lengths[0]]}
+        want, got = run(model_path, bias_feed(feed)), run(result.outputs.onnx, bias_feed(feed))
+        valid = feed["mask"].astype(bool)
+        a, b = want[valid].ravel(), got[valid].ravel()
+        assert np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) > 0.99
+
+
+def test_dynamic_int8_with_a_mask_input_agrees_on_padded_batches(tmp_path):
+    model_path = tmp_path / "attention.onnx"
+    onnx.save(attention_with_mask_input(), model_path)
+    result = ptq.convert(model_path, ptq.Config(output=tmp_path / "attention.dyn.onnx", write_ort=False))
+    kernels = {e.name: e for e in result.oplist.nodes}
+    assert kernels["mask_add"].kernel == "float" and kernels["q"].kernel == "hybrid"  # dynamic mode quantizes weights only
+    feed = bias_feed(padded_batch(np.random.default_rng(3), (T, 2, 4, 1)))
+    want, got = run(model_path, feed), run(result.outputs.onnx, feed)
+    valid = feed["mask_bias"] == 0
+    a, b = want[valid].ravel(), got[valid].ravel()
+    assert np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) > 0.99

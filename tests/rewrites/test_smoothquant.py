@@ -115,5 +115,27 @@ def test_ranges_saved_without_smoothing_are_refused_by_a_smoothing_run(tmp_path)
     path, data = _saved_model_and_samples(tmp_path)
     ranges = tmp_path / "ranges.json"
     convert(path, Config(output=tmp_path / "plain.onnx", calibration_data=data, save_ranges=ranges, write_ort=False))
-    with pytest.raises(UsageError, match="calibrated with no --equalize, --equalize-activations or --smoothquant, this run has --smoothquant 0.5"):
+    # the plain run either smoothed nothing or chose its own smoothing by score (ptq.tuning.smoothing): neither is 0.5 on every group
+    with pytest.raises(UsageError, match="calibrated with (no --equalize, --equalize-activations or --smoothquant|--smoothquant 0.5 \\(chosen by ptq's scoring\\)), this run has --smoothquant 0.5"):
         convert(path, Config(output=tmp_path / "s.onnx", calibration_data=data, load_ranges=ranges, smoothquant=0.5, write_ort=False))
+
+
+def test_inserted_where_another_op_reads_the_activation_and_exact_in_float():
+    model = _model(extra_reader=True)
+    groups = smooth.find_groups(model, insert=True)
+    assert [(g.activation, g.inserted, g.readers) for g in groups] == [("x", True, ("fc1",)), ("g", True, ("fc2",))]
+    x = np.random.default_rng(1).normal(size=(2, 8)).astype(np.float32) * 10
+    before = _run(model, x)
+    absmax = {"x": np.abs(x).max(axis=0), "g": np.abs(_intermediate(model, x)).max(axis=0)}
+    inserted: dict[str, str] = {}
+    applied = smooth.apply(model, groups, absmax, 0.5, inserted)
+    assert set(applied) == {"x", "g"} and set(inserted) == {"x", "g"}
+    nodes = {n.name: n for n in model.graph.node}
+    assert nodes["fc2"].input[0] == "g/smoothed" and nodes["relu"].input[0] == "g"  # the other reader reads g as it was
+    assert nodes[inserted["g"]].op_type == "Mul" and nodes[inserted["g"]].output[0] == "g/smoothed"
+    defined = {"x"} | {t.name for t in model.graph.initializer}
+    for node in model.graph.node:  # still in topological order
+        assert set(node.input) <= defined, node.name
+        defined.update(node.output)
+    for a, b in zip(before, _run(model, x)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
