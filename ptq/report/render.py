@@ -243,12 +243,12 @@ def tradeoff_lines(accuracy: dict) -> list[str]:
     if len(rows) < 2:
         return []
     lines = [f"  trade-off on {accuracy['scored_on']} (per count of regions out of int8, the best candidate run; {TRADEOFF_TIMING}):"]
-    lines.append(f"    {'regions':>7}  {'SQNR':>8}  {'cosine':>8}  {'spread':>7}  {'run ms':>7}  candidate")
+    lines.append(f"    {'regions':>7}  {'SQNR dB':>7}  {'cosine':>8}  {'spread dB':>9}  {'run ms':>7}  candidate")
     for t in rows:
         f = t["figures"]
-        sqnr = "inf dB" if math.isinf(f["sqnr_db"]) and f["sqnr_db"] > 0 else fmt_db(f["sqnr_db"])
+        sqnr = "inf" if math.isinf(f["sqnr_db"]) and f["sqnr_db"] > 0 else f"{f['sqnr_db']:.1f}"
         lines.append(
-            f"    {t['regions']:>7}  {sqnr:>8}  {f['cosine']:>8.5f}  {t['spread_db']:>5.2f}dB  {t['run_ms']:>7.2f}  {tradeoff_note(t)}"
+            f"    {t['regions']:>7}  {sqnr:>7}  {f['cosine']:>8.5f}  {t['spread_db']:>9.2f}  {t['run_ms']:>7.2f}  {tradeoff_note(t)}"
         )
     return lines
 
