@@ -14,7 +14,7 @@ import ptq
 from ptq.cli import main
 from ptq.errors import EXIT_COLLAPSED, EXIT_TARGET_MISSED, FidelityCollapsedError, UsageError
 from ptq.tuning import targets
-from ptq.tuning.figures import Figures, Target, cosine_db, figures_of
+from ptq.tuning.figures import Target, cosine_db, figures_of
 from tests import tiny
 
 
@@ -135,7 +135,7 @@ def test_every_candidate_the_search_ran_is_a_trial_of_the_tradeoff(tmp_path):
     assert [t["written"] for t in json["curve"]].count(True) == 1
 
 
-def _trial_with(model, data, placements, method: str, target) -> "targets.Trial":
+def _trial_with(model, data, placements, method: str, target) -> targets.Trial:
     """The trial of the model with ``placements``, measured the way the search does."""
     from ptq import loader
     from ptq.calibrate.runner import calibrate
