@@ -125,7 +125,7 @@ def difference_model() -> onnx.ModelProto:
     difference (the output collapses), and only both MatMuls float give it back."""
     rng = np.random.default_rng(0)
     w1 = rng.normal(size=(16, 8)).astype(np.float32)
-    w2 = (w1 + 0.01 * rng.normal(size=(16, 8))).astype(np.float32)
+    w2 = (w1 + 0.02 * rng.normal(size=(16, 8))).astype(np.float32)
     nodes = [
         helper.make_node("MatMul", ["x", "w1"], ["a"], name="fc_a"),
         helper.make_node("MatMul", ["x", "w2"], ["b"], name="fc_b"),
