@@ -118,9 +118,13 @@ def run(spec: str, root: Path, runs: int) -> str:
     lines = []
     for label, (fig, count, seconds, search) in rows.items():
         on_val = f"{search.figures.describe()} ({'met' if search.met else 'NOT met'})" if search else "-"
+        chosen = search.chosen_trial() if search else None
+        margin = f"{chosen.margin_db:.2f} (spread {chosen.spread_db:.2f})" if chosen else "-"
+        held = "met" if search and search.target.met(fig) else ("MISSED" if search else "-")
+        trials = f"{search.trials} in {search.seconds:.0f} s" if search else "-"
         lines.append(
-            f"| {name} | {target_text} | {label} | {count} | {on_val} | {fig.describe()} | {medians[label]:.2f} "
-            f"({medians[label] / medians['float']:.2f}x float) | {seconds:.0f} |"
+            f"| {name} | {target_text} | {label} | {count} | {on_val} | {margin} | {fig.describe()} ({held}) | {medians[label]:.2f} "
+            f"({medians[label] / medians['float']:.2f}x float) | {trials} | {seconds:.0f} |"
         )
     return "\n".join(lines)
 
@@ -130,8 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("specs", nargs="+", help="model:cos=C or model:sqnr=DB")
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args(argv)
-    print("| model | target | recipe | regions out of int8 | on validation | held out (eval split) | latency ms (1 thread, median) | convert s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | target | recipe | regions out of int8 | on validation | margin dB (spread) | held out (eval split) |"
+          " latency ms (1 thread, median) | search: trials, s | convert s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="ptq-targets-") as tmp:
         for spec in args.specs:
             print(run(spec, Path(tmp), args.runs), flush=True)

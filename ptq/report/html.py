@@ -277,6 +277,57 @@ def hbars_svg(rows: Sequence[tuple[str, Sequence[float]]], series: Sequence[tupl
     return _svg(width, height, body, x_label)
 
 
+def tradeoff_svg(points: Sequence[dict], y_key: str, y_label: str, level: float | None = None, level_label: str = "",
+                 width: int = 1000, height: int = 260) -> str:  # fmt: skip
+    """Every candidate the accuracy search ran: regions out of int8 (x) against ``point[y_key]``
+    (y), green where it met the target with its margin, red where not, ringed where written;
+    a dashed line at ``level`` (the target). Each circle carries its numbers as data-regions and
+    data-value, so what is drawn can be checked against the search."""
+    left, right, top, bottom = 56, 20, 26, 34
+    values = [float(p[y_key]) for p in points if math.isfinite(float(p[y_key]))]
+    if level is not None and math.isfinite(level):
+        values.append(level)
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = (hi - lo) * 0.08 or 1.0
+    lo, hi = lo - pad, hi + pad
+    x_hi = max([int(p["regions"]) for p in points] + [1])
+    pw, ph = width - left - right, height - top - bottom
+
+    def sx(v: float) -> float:
+        return left + 10 + v / x_hi * (pw - 20)
+
+    def sy(v: float) -> float:
+        return top + ph - (min(max(v, lo), hi) - lo) / (hi - lo) * ph
+
+    body = [f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ddd"/>']
+    for t in nice_ticks(lo, hi, 5):
+        if lo <= t <= hi:
+            body.append(f'<line x1="{left - 4}" y1="{sy(t):.1f}" x2="{left + pw}" y2="{sy(t):.1f}" stroke="#e6e6e6"/>')
+            body.append(f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{_fmt_tick(t)}</text>')
+    for t in nice_ticks(0, x_hi, 8):
+        if 0 <= t <= x_hi and float(t).is_integer():
+            body.append(f'<text x="{sx(t):.1f}" y="{top + ph + 14}" text-anchor="middle">{_fmt_tick(t)}</text>')
+    body.append(f'<text x="{left + pw / 2}" y="{height - 4}" text-anchor="middle">regions out of int8 (float or hybrid)</text>')
+    body.append(
+        f'<text x="14" y="{top + ph / 2}" transform="rotate(-90 14 {top + ph / 2})" text-anchor="middle">{escape(y_label)}</text>'
+    )
+    if level is not None and math.isfinite(level):
+        body.append(f'<line class="target" x1="{left}" y1="{sy(level):.1f}" x2="{left + pw}" y2="{sy(level):.1f}"'
+                    f' stroke="#555" stroke-dasharray="5,4" data-value="{level:.6g}"/>')  # fmt: skip
+        body.append(f'<text x="{left + pw - 4}" y="{sy(level) - 4:.1f}" text-anchor="end">{escape(level_label)}</text>')
+    for p in points:
+        v = float(p[y_key])
+        color = KERNEL_COLORS["int8"] if p["met"] else KERNEL_COLORS["float"]
+        tip = f"{p['regions']} regions: {render.tradeoff_note(p)}; {y_label} {v:.4g}"
+        ring = ' stroke="#222" stroke-width="2"' if p["written"] else ""
+        body.append(
+            f'<circle class="trial" cx="{sx(int(p["regions"])):.1f}" cy="{sy(v):.1f}" r="{5 if p["written"] else 3.5}" fill="{color}"'
+            f' fill-opacity="0.85"{ring} data-regions="{int(p["regions"])}" data-value="{v:.6g}"><title>{escape(tip)}</title></circle>'
+        )
+    body += _legend([("met the target with its margin", KERNEL_COLORS["int8"]), ("missed", KERNEL_COLORS["float"])], left, 16)
+    return _svg(width, height, body, y_label)
+
+
 # ------------------------------------------------------------------------------------- page
 
 
@@ -326,6 +377,7 @@ def html(report: Report) -> str:
     parts.append(_models_section(report))
     if report.kind != "bench":
         parts.append(_summary_section(report))
+        parts.append(_accuracy_section(report))
     parts.append(_latency_section(report))
     if report.kind != "bench":
         parts.append(_layers_section(report))
@@ -393,6 +445,48 @@ def _summary_section(report: Report) -> str:
                   '<span class="pass">pass</span>' if g.passed else '<span class="fail">FAIL</span>', e(g.message)]
                  for g in report.gates]  # fmt: skip
         out += "<h2>Gates</h2>" + _table(["gate", "threshold", "value", "", "detail"], grows, (1, 2))
+    return out
+
+
+def _accuracy_section(report: Report) -> str:
+    """What the accuracy search kept out of int8 and why, and the trade-off it measured: fidelity
+    and run time against the number of regions out of int8, as a table and as plots."""
+    accuracy = (report.conversion or {}).get("accuracy")
+    if not accuracy or (accuracy["met"] and not accuracy["placements"]):
+        return ""
+    e = escape
+    why = "the int8 model's fidelity collapsed" if accuracy["collapse"] else f"target {accuracy['target']}"
+    verdict = "met" if accuracy["met"] else "NOT met (the best placement found was written)"
+    out = (
+        f"<h2>Accuracy search</h2><p>{e(why)}, scored on {e(accuracy['scored_on'])}: {verdict} with"
+        f" {len(accuracy['placements'])} region(s) out of int8 ({accuracy['regions_measured']} regions measured alone,"
+        f" {accuracy['trials']} candidate models run, {accuracy['seconds']:.1f} s).</p>"
+    )
+    prows = [[f"<code>{e(p['node'])}</code>", e(p["placement"]), f"{p['gain_db']:+.2f} dB", str(len(p["region"]))]
+             for p in accuracy["placements"]]  # fmt: skip
+    if prows:
+        out += _table(["region (op)", "kept", "gain alone", "nodes out of int8"], prows, (2, 3))
+    rows = accuracy.get("tradeoff") or []
+    if len(rows) < 2:
+        return out
+    trows = [[str(t["regions"]), e(render.fmt_db(t["figures"]["sqnr_db"])), f"{t['figures']['cosine']:.5f}",
+              f"{t['figures']['cosine_min']:.5f}", f"{t['spread_db']:.2f} dB", f"{t['run_ms']:.2f}", e(render.tradeoff_note(t))]
+             for t in rows]  # fmt: skip
+    out += (f"<p>The trade-off, measured on {e(accuracy['scored_on'])}: per count of regions out of int8, the best"
+            f" candidate the search ran. Spread: the jackknife standard error of the target's figure over those samples,"
+            f" which sets the margin. {e(render.TRADEOFF_TIMING)}; the latency section times the written model"
+            " properly.</p>")  # fmt: skip
+    out += _table(["regions out of int8", "SQNR", "cosine", "worst sample", "spread", "run ms", "candidate"], trows, (0, 1, 2, 3, 4, 5))
+    rank = accuracy["rank"]
+    curve = accuracy["curve"]
+    out += _figure(
+        tradeoff_svg(curve, "rank_db", rank["label"], rank["target"], "target"),
+        f"Every candidate model the search ran ({len(curve)}), on {e(accuracy['scored_on'])}; ringed: the written one.",
+    )
+    out += _figure(
+        tradeoff_svg(curve, "run_ms", "run ms (rough)"),
+        f"Run time of the same candidates: {e(render.TRADEOFF_TIMING)}.",
+    )
     return out
 
 

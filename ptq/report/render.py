@@ -220,6 +220,36 @@ def _accuracy_lines(result, measured: Report | None) -> list[str]:
     if fidelity is not None and fidelity.cosine is not None:
         top1 = f", top-1 {fidelity.top1:.3f}" if fidelity.top1 is not None else ""
         lines.append(f"    on the measured data: SQNR {fidelity.sqnr_db:.1f} dB, cosine {fidelity.cosine:.4f}{top1}")
+    return lines + tradeoff_lines(search.to_json())
+
+
+TRADEOFF_TIMING = "run ms: median of one run per validation sample, 1 thread, fresh session, not interleaved (rough)"
+
+
+def tradeoff_note(trial: dict) -> str:
+    """What a trade-off row is: the plan as given, the written placement, or a candidate."""
+    step = {"as planned": "int8 as planned", "prefix": "first regions of the order", "prune": "one chosen region back in int8"}
+    note = step.get(trial["step"], trial["step"])
+    if trial["written"]:
+        note += ", written"
+    return note + (f"; met with {trial['margin_db']:.1f} dB margin" if trial["met"] else "")
+
+
+def tradeoff_lines(accuracy: dict) -> list[str]:
+    """The trade-off of an accuracy search (``SearchResult.to_json``): per count of regions out of
+    int8, the best candidate it ran, its figures on the validation samples and its run time;
+    every number measured by the search itself."""
+    rows = accuracy.get("tradeoff") or []
+    if len(rows) < 2:
+        return []
+    lines = [f"  trade-off on {accuracy['scored_on']} (per count of regions out of int8, the best candidate run; {TRADEOFF_TIMING}):"]
+    lines.append(f"    {'regions':>7}  {'SQNR dB':>7}  {'cosine':>8}  {'spread dB':>9}  {'run ms':>7}  candidate")
+    for t in rows:
+        f = t["figures"]
+        sqnr = "inf" if math.isinf(f["sqnr_db"]) and f["sqnr_db"] > 0 else f"{f['sqnr_db']:.1f}"
+        lines.append(
+            f"    {t['regions']:>7}  {sqnr:>7}  {f['cosine']:>8.5f}  {t['spread_db']:>9.2f}  {t['run_ms']:>7.2f}  {tradeoff_note(t)}"
+        )
     return lines
 
 

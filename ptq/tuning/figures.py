@@ -67,6 +67,23 @@ def figures_of(names: Sequence[str], reference: Outputs, candidate: Outputs, met
     )
 
 
+def jackknife_spread(names: Sequence[str], reference: Outputs, candidate: Outputs, rank: Callable[[Figures], float]) -> float:
+    """The jackknife standard error of ``rank(figures)`` over the samples (dB): how far the figure
+    moves when the samples change, from how far it moves when each one is left out. 0 with fewer
+    than 3 samples (nothing to estimate from). Pooled SQNR and mean cosine are ratios and means
+    over samples, so one sample unlike the rest (a borderline orientation, a loud frame) moves
+    them: a placement that meets the target by less than this on the validation samples meets it
+    by chance."""
+    n = len(reference)
+    if n < 3:
+        return 0.0
+    values = [
+        rank(figures_of(names, [*reference[:i], *reference[i + 1 :]], [*candidate[:i], *candidate[i + 1 :]])) for i in range(n)
+    ]
+    mean = sum(values) / n
+    return math.sqrt((n - 1) / n * sum((v - mean) ** 2 for v in values))
+
+
 def cosine_db(cosine: float) -> float:
     """``-10 log10(1 - cosine)``: cosine on a scale where a step means the same near 0.9 and 0.999."""
     gap = 1.0 - cosine
@@ -121,6 +138,22 @@ class Target:
         if self.cosine_pooled is not None and self.sqnr_db is None:
             return cosine_db(figures.cosine_pooled)
         return min(figures.sqnr_db, MAX_DB)
+
+    def rank_label(self) -> str:
+        """What ``rank`` measures, for an axis or a column."""
+        if self.cosine is not None and self.sqnr_db is None:
+            return "cosine as -10 log10(1 - cosine), dB"
+        if self.cosine_pooled is not None and self.sqnr_db is None:
+            return "pooled cosine as -10 log10(1 - cosine), dB"
+        return "SQNR of the worst output, dB"
+
+    def rank_level(self) -> float | None:
+        """The target on ``rank``'s scale; None for top-1 and metric targets (not on that scale)."""
+        if self.cosine is not None and self.sqnr_db is None:
+            return cosine_db(self.cosine)
+        if self.cosine_pooled is not None and self.sqnr_db is None:
+            return cosine_db(self.cosine_pooled)
+        return self.sqnr_db
 
     def tightened(self, margin_db: float) -> "Target":
         """This target with ``margin_db`` to spare on the dB scales: SQNR ``+ margin_db``, cosine with

@@ -72,7 +72,7 @@ def greedy_groups(
     trials, kept = [], []
     for group, members in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
         trial_recipe = best_recipe.placed(*placements(group, members, None))
-        trial_plan = make_plan(scoring.model, config, trial_recipe)
+        trial_plan = make_plan(scoring.model, config, trial_recipe, scoring.mask_path)
         if not set(calibrated_tensors(scoring.model, trial_plan)) <= set(ranges):
             continue
         got = scoring.score_plan(trial_plan, ranges, config)

@@ -12,7 +12,9 @@ to get identical bytes across machines.
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from ptq.calibrate.samples import iter_samples
 from ptq.calibrate.runner import session
 from ptq.config import Config
 from ptq.graph import byte_size
+from ptq.quantize.masks import MaskPath, find_mask_path
 from ptq.quantize.plan import Plan
 from ptq.quantize.static import quantize_static
 from ptq.quantize.weights import WeightMemo
@@ -66,9 +69,27 @@ class Scoring:
         self.reference = _float_outputs(float_session, self.feeds)
         self.weight_memo = WeightMemo()  # the candidates share ``model``'s weights
 
+    @functools.cached_property
+    def mask_path(self) -> MaskPath:
+        """``masks.find_mask_path`` of the float model, found once for every plan made of it."""
+        return find_mask_path(self.model)
+
     def outputs(self, candidate: onnx.ModelProto, feeds: list[dict] | None = None) -> list[list[np.ndarray]]:
         """The float outputs (``names``) of ``candidate`` on every scoring sample (or ``feeds``)."""
-        return _float_outputs(session(candidate.SerializeToString(), threads=1), self.feeds if feeds is None else feeds)
+        return self.timed_outputs(candidate, feeds)[0]
+
+    def timed_outputs(self, candidate: onnx.ModelProto, feeds: list[dict] | None = None) -> tuple[list[list[np.ndarray]], float]:
+        """``outputs``, and the median wall time of one run (ms) over the samples: one run each,
+        1 thread, in a fresh session, on a machine that may be busy: a rough latency that costs
+        nothing extra (the runs are made for the scores anyway)."""
+        sess = session(candidate.SerializeToString(), threads=1)
+        names = [o.name for o in sess.get_outputs() if o.type == "tensor(float)"]
+        outputs, times = [], []
+        for feed in self.feeds if feeds is None else feeds:
+            started = time.perf_counter()
+            outputs.append(sess.run(names, feed))
+            times.append(time.perf_counter() - started)
+        return outputs, 1000.0 * float(np.median(times)) if times else math.nan
 
     def other_samples(self, positions: Sequence[int]) -> tuple[list[dict], list[list[np.ndarray]]]:
         """The calibration samples at ``positions`` and the float model's outputs on them (for

@@ -22,6 +22,7 @@ import onnx
 from ptq.config import Config
 from ptq.graph import initializers
 from ptq import recipe as recipe_module
+from ptq.quantize.masks import MaskPath
 from ptq.quantize.plan import ACCURACY_GROUP, ELEMENTWISE, HYBRID, WEIGHT_ONLY, WEIGHTED, Plan, make_plan
 from ptq.recipe import ACCURACY, Recipe
 from ptq.recipe import Placement as RecipePlacement
@@ -87,9 +88,10 @@ def placed(recipe: Recipe, placements: tuple[Placement, ...]) -> Recipe:
     ))  # fmt: skip
 
 
-def apply(model: onnx.ModelProto, config: Config, recipe: Recipe, placements: tuple[Placement, ...]) -> Plan:
-    """The plan of ``model`` with ``placements`` added to ``recipe``."""
-    return make_plan(model, config, placed(recipe, placements))
+def apply(model: onnx.ModelProto, config: Config, recipe: Recipe, placements: tuple[Placement, ...],
+          mask_path: MaskPath | None = None) -> Plan:  # fmt: skip
+    """The plan of ``model`` with ``placements`` added to ``recipe`` (``mask_path``: see ``make_plan``)."""
+    return make_plan(model, config, placed(recipe, placements), mask_path)
 
 
 def region_of(before: Plan, after: Plan) -> tuple[str, ...]:
@@ -128,7 +130,7 @@ def measure(
     ``more_ranges``; a placement whose ranges stay missing is skipped."""
     ops = region_ops(scoring.model, plan)
     trials = [(node, kind) for node, kinds in ops for kind in kinds]
-    plans = [apply(scoring.model, config, recipe, (Placement(node, kind, 0.0),)) for node, kind in trials]
+    plans = [apply(scoring.model, config, recipe, (Placement(node, kind, 0.0),), scoring.mask_path) for node, kind in trials]
     complete(ranges, scoring.model, plans, more_ranges)
     found: list[Sensitivity] = []
     for done, ((node, kind), trial_plan) in enumerate(zip(trials, plans), 1):

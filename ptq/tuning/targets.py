@@ -12,10 +12,16 @@ validation samples:
    model (gains of single regions do not add up exactly, so nothing is assumed);
 3. prune: return each chosen region, least gain first, to int8 where the target still holds.
 
-Steps 2 and 3 aim ``MARGIN_DB`` above the target (SQNR + 1 dB; 1 - cosine 0.79x): a placement
-that just meets it on a few validation samples missed it held out (MiniLM, cosine 0.999 on 8
-validation samples: 0.9990 there, 0.9988 on 64 eval sentences). Where the margin cannot be had,
-the shortest prefix that meets the target itself is taken.
+Steps 2 and 3 aim above the target by a margin set from the validation samples' spread: the
+larger of ``MARGIN_DB`` and ``SPREAD_Z`` jackknife standard errors of the candidate's figure
+(``figures.jackknife_spread``), both on the dB scales (``Target.tightened``). A placement that
+just meets the target on a few validation samples missed it held out (MiniLM, cosine 0.999 on 8
+validation samples: 0.9990 there, 0.9988 on 64 eval sentences); where one validation sample
+decides the figure, the spread says so and the margin grows with it. Where the margin cannot be
+had, the shortest prefix that meets the target itself is taken.
+
+Every candidate model the search runs is kept as a ``Trial`` (regions out of int8, figures on
+the validation samples, run time): the trade-off the reports show.
 
 Without a target, ``COLLAPSE_COSINE`` is the floor: a model whose worst output's cosine on the
 validation samples (all samples' outputs as one vector) is below it is searched for a placement that lifts it, and refused when
@@ -35,7 +41,7 @@ from ptq.quantize.plan import Plan, make_plan
 from ptq.recipe import Recipe
 from ptq.tuning.scoring import Ranges, Scoring
 from ptq.tuning import sensitivity
-from ptq.tuning.figures import Figures, Metric, Target, figures_of, load_metric
+from ptq.tuning.figures import Figures, Metric, Target, figures_of, jackknife_spread, load_metric
 from ptq.tuning.sensitivity import AS_HYBRID, FLOAT, Placement, Sensitivity
 
 # Output cosine below which an int8 model is a collapse, not a lossy copy: the cosine of all
@@ -48,13 +54,43 @@ from ptq.tuning.sensitivity import AS_HYBRID, FLOAT, Placement, Sensitivity
 # batches, whose embeddings all have norm 1, and a log-mel front-end at -1.8 dB SQNR). 0.9 sits
 # between: no bench model is refused, every collapse seen is caught.
 COLLAPSE_COSINE = 0.9
-# What the placement aims for beyond the target, in dB (``Target.tightened``).
+# What the placement aims for beyond the target, in dB (``Target.tightened``): at least
+# MARGIN_DB, and SPREAD_Z jackknife standard errors of the figure over the validation samples
+# where that is more (a one-sided bound at about 98% were the figure normal).
 MARGIN_DB = 1.0
+SPREAD_Z = 2.0
 # A MatMul goes hybrid instead of float when hybrid gains at least this share of float's gain:
 # hybrid keeps the int8 weight (a quarter of the size) and most of the speed.
 HYBRID_SHARE = 0.8
 
 Progress = Callable[[str, int, int], None]
+
+
+AS_PLANNED, PREFIX, PRUNE = "as planned", "prefix", "prune"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One candidate model the search ran, measured on the validation samples."""
+
+    regions: int  # regions out of int8
+    figures: Figures
+    spread_db: float  # jackknife standard error of the target's figure (``Target.rank``), dB
+    margin_db: float  # what it had to meet beyond the target: max(floor, SPREAD_Z x spread)
+    met: bool  # the target with that margin
+    step: str  # AS_PLANNED | PREFIX (the first regions of the order) | PRUNE (one chosen region back in int8)
+    run_ms: float  # median wall time of one run over the validation samples (``Scoring.timed_outputs``)
+
+    def to_json(self) -> dict:
+        return {
+            "regions": self.regions,
+            "step": self.step,
+            "figures": self.figures.to_json(),
+            "spread_db": round(self.spread_db, 3),
+            "margin_db": round(self.margin_db, 3),
+            "met": self.met,
+            "run_ms": round(self.run_ms, 3),
+        }
 
 
 @dataclass(frozen=True)
@@ -69,6 +105,25 @@ class SearchResult:
     seconds: float
     scored_on: str
     collapse: bool = False  # the search ran because the model collapsed (no target given)
+    curve: tuple[Trial, ...] = ()  # every candidate run after step 1, the plan as given first
+
+    def tradeoff(self) -> list[Trial]:
+        """The trade-off: per count of regions out of int8, the trial that reached the best
+        figure with it (``Target.rank``), fewest regions first; the written placement's count
+        shows the written placement's own trial."""
+        best: dict[int, Trial] = {}
+        for trial in self.curve:
+            held = best.get(trial.regions)
+            if held is None or self.target.rank(trial.figures) > self.target.rank(held.figures):
+                best[trial.regions] = trial
+        chosen = self.chosen_trial()
+        if chosen is not None:
+            best[chosen.regions] = chosen
+        return [best[k] for k in sorted(best)]
+
+    def chosen_trial(self) -> Trial | None:
+        """The trial of the written placement (its figures are ``figures``)."""
+        return next((t for t in reversed(self.curve) if t.regions == len(self.placements) and t.figures == self.figures), None)
 
     def describe(self) -> list[str]:
         why = (f"fidelity collapsed (pooled cosine below {COLLAPSE_COSINE:g})" if self.collapse else f"target {self.target.describe()}")
@@ -96,11 +151,30 @@ class SearchResult:
             "regions_measured": self.regions,
             "trials": self.trials,
             "seconds": self.seconds,
+            "rank": {"label": self.target.rank_label(), "target": self.target.rank_level()},
+            "curve": [self._trial_json(t) for t in self.curve],
+            "tradeoff": [self._trial_json(t) for t in self.tradeoff()],
         }
+
+    def _trial_json(self, trial: Trial) -> dict:
+        return {**trial.to_json(), "rank_db": self.target.rank(trial.figures), "written": trial is self.chosen_trial()}
 
 
 def figures_for(scoring: Scoring, plan: Plan, ranges: Ranges, config: Config, metric: Metric | None) -> Figures:
     return figures_of(scoring.names, scoring.reference, scoring.outputs(scoring.candidate(plan, ranges, config)), metric)
+
+
+def trial_of(
+    scoring: Scoring, plan: Plan, ranges: Ranges, config: Config, metric: Metric | None, target: Target, regions: int, step: str,
+    margin_db: float = MARGIN_DB, spread_z: float = SPREAD_Z,
+) -> Trial:
+    """Run the candidate ``plan`` makes on the scoring samples: its figures, spread and run time,
+    and whether it meets ``target`` with ``max(margin_db, spread_z x spread)`` to spare."""
+    outputs, run_ms = scoring.timed_outputs(scoring.candidate(plan, ranges, config))
+    figures = figures_of(scoring.names, scoring.reference, outputs, metric)
+    spread = jackknife_spread(scoring.names, scoring.reference, outputs, target.rank) if spread_z else 0.0
+    margin = max(margin_db, spread_z * spread)
+    return Trial(regions, figures, spread, margin, target.tightened(margin).met(figures), step, run_ms)
 
 
 def order(found: list[Sensitivity]) -> list[Placement]:
@@ -132,64 +206,70 @@ def search(
     target: Target,
     metric: Metric | None = None,
     progress: Progress | None = None,
-    base: Figures | None = None,
+    base: Trial | None = None,
     collapse: bool = False,
     more_ranges: sensitivity.MoreRanges | None = None,
     ranked: list[Placement] | None = None,
     prune: bool = True,
     margin_db: float = MARGIN_DB,
+    spread_z: float = SPREAD_Z,
 ) -> SearchResult:
     """Placements after which ``target`` holds on the scoring samples (see the module docstring);
-    the best placement found when none does (``met`` False). Ranges the placements need beyond
-    ``ranges`` are calibrated by ``more_ranges`` and added to ``ranges`` in place. ``ranked``
-    replaces step 1 (the order to take regions in) and ``prune=False`` skips step 3: what
+    the best placement found when none does (``met`` False). ``base`` is the plan as given,
+    measured by ``trial_of`` with the same margin. Ranges the placements need beyond ``ranges``
+    are calibrated by ``more_ranges`` and added to ``ranges`` in place. ``ranked`` replaces
+    step 1 (the order to take regions in) and ``prune=False`` skips step 3: what
     ``bench.targets`` compares against."""
     started = time.perf_counter()
     report = progress or (lambda stage, done, total: None)
     trials = 0
+    curve: list[Trial] = []
 
-    def run(placements: tuple[Placement, ...]) -> Figures | None:
-        """The figures with ``placements``; None when their plan needs a range calibration did not provide."""
+    def run(placements: tuple[Placement, ...], step: str) -> Trial | None:
+        """The trial with ``placements``; None when their plan needs a range calibration did not provide."""
         nonlocal trials
-        placed_plan = sensitivity.apply(scoring.model, config, recipe, placements)
+        placed_plan = sensitivity.apply(scoring.model, config, recipe, placements, scoring.mask_path)
         if not sensitivity.complete(ranges, scoring.model, [placed_plan], more_ranges):
             return None
         trials += 1
-        return figures_for(scoring, placed_plan, ranges, config, metric)
+        got = trial_of(scoring, placed_plan, ranges, config, metric, target, len(placements), step, margin_db, spread_z)
+        curve.append(got)
+        return got
 
-    aim = target.tightened(margin_db)
+    def met(trial: Trial | None) -> bool:
+        return trial is not None and trial.met
 
-    def met(figures: Figures | None) -> bool:
-        return figures is not None and aim.met(figures)
-
-    def rank(figures: Figures | None) -> float:
-        return -math.inf if figures is None else target.rank(figures)
+    def rank(trial: Trial | None) -> float:
+        return -math.inf if trial is None else target.rank(trial.figures)
 
     if base is None:
-        base = run(())
+        base = run((), AS_PLANNED)
         assert base is not None  # the plan as given was quantized with these ranges
+    else:
+        curve.append(base)
 
     def result(placements: tuple[Placement, ...], figures: Figures, met: bool, regions: int) -> SearchResult:
         return SearchResult(
-            target, base, figures, placements, met, regions, trials, time.perf_counter() - started, scoring.scored_on, collapse
+            target, base.figures, figures, placements, met, regions, trials, time.perf_counter() - started, scoring.scored_on,
+            collapse, tuple(curve),
         )
 
-    if target.met(base):
-        return result((), base, True, 0)
+    if target.met(base.figures):
+        return result((), base.figures, True, 0)
     regions = 0
     if ranked is None:
         found = sensitivity.measure(
-            scoring, plan, ranges, config, recipe, target, base, metric, lambda done, total: report("measure sensitivity", done, total),
-            more_ranges,
+            scoring, plan, ranges, config, recipe, target, base.figures, metric,
+            lambda done, total: report("measure sensitivity", done, total), more_ranges,
         )  # fmt: skip
         trials += len(found)
         regions = len(found)
         ranked = order(found)
-    tried: dict[int, Figures | None] = {}
+    tried: dict[int, Trial | None] = {}
 
-    def prefix(k: int) -> Figures | None:
+    def prefix(k: int) -> Trial | None:
         if k not in tried:
-            tried[k] = run(tuple(ranked[:k]))
+            tried[k] = run(tuple(ranked[:k]), PREFIX)
         return tried[k]
 
     report("search placement", 0, 0)
@@ -202,16 +282,16 @@ def search(
         miss = k
         k = min(2 * k, len(ranked)) if k < len(ranked) else len(ranked) + 1
     if hit is None:  # the margin cannot be had: the shortest prefix tried that meets the target itself
-        plain = [n for n in sorted(tried) if tried[n] is not None and target.met(tried[n])]
+        plain = [n for n in sorted(tried) if tried[n] is not None and target.met(tried[n].figures)]
         if plain:
-            return result(tuple(ranked[: plain[0]]), tried[plain[0]], True, regions)
+            return result(tuple(ranked[: plain[0]]), tried[plain[0]].figures, True, regions)
         if not tried:
-            return result((), base, False, regions)
+            return result((), base.figures, False, regions)
         best_k = max(tried, key=lambda n: (rank(tried[n]), -n))
         best = tried[best_k]
-        if best is None or rank(best) <= target.rank(base):
-            return result((), base, False, regions)
-        return result(tuple(ranked[:best_k]), best, False, regions)
+        if best is None or rank(best) <= rank(base):
+            return result((), base.figures, False, regions)
+        return result(tuple(ranked[:best_k]), best.figures, False, regions)
     while hit - miss > 1:  # the shortest prefix that meets the target
         middle = (hit + miss) // 2
         if met(prefix(middle)):
@@ -219,13 +299,12 @@ def search(
         else:
             miss = middle
     chosen = list(ranked[:hit])
-    figures = tried[hit]
-    assert figures is not None
+    figures = tried[hit].figures
     for placement in sorted(chosen[:-1], key=lambda p: p.gain_db) if prune else ():  # least gain first
         without = tuple(p for p in chosen if p is not placement)
-        got = run(without)
+        got = run(without, PRUNE)
         if met(got):
-            chosen, figures = list(without), got
+            chosen, figures = list(without), got.figures
     return result(tuple(chosen), figures, True, regions)
 
 
@@ -250,22 +329,23 @@ def ensure_fidelity(
     CLI exits with its code)."""
     target, metric = Target.of(config), load_metric(config.metric)
     (progress or (lambda stage, done, total: None))("check fidelity", 0, 0)
-    base = figures_for(scoring, plan, ranges, config, metric)
     floor = Target(cosine_pooled=COLLAPSE_COSINE)
-    collapse = not target and not floor.met(base)
+    # the collapse floor needs no margin: it tells a collapse from a lossy copy, far from both
+    margin_db, spread_z = (MARGIN_DB, SPREAD_Z) if target else (0.0, 0.0)
+    base = trial_of(scoring, plan, ranges, config, metric, target or floor, 0, AS_PLANNED, margin_db, spread_z)
+    collapse = not target and not floor.met(base.figures)
     if not target and not collapse:
-        return Outcome(plan, recipe, base, None, ranges)
+        return Outcome(plan, recipe, base.figures, None, ranges)
     ranges = dict(ranges)
     found = search(
-        scoring, plan, ranges, config, recipe, target or floor, metric, progress, base, collapse,
-        more_ranges,
-        margin_db=0.0 if collapse else MARGIN_DB,
+        scoring, plan, ranges, config, recipe, target or floor, metric, progress, base, collapse, more_ranges,
+        margin_db=margin_db, spread_z=spread_z,
     )  # fmt: skip
     if collapse and not found.met:
         tried = sorted({p for p in _measured_nodes(scoring, plan)})
         raise FidelityCollapsedError(
-            f"the int8 model's outputs collapsed on {scoring.scored_on} ({base.describe()}) and no placement lifted"
-            f" them to a pooled cosine of {COLLAPSE_COSINE:g} (pooled cosine {base.cosine_pooled:.4f}; best: {found.figures.describe()},"
+            f"the int8 model's outputs collapsed on {scoring.scored_on} ({base.figures.describe()}) and no placement lifted"
+            f" them to a pooled cosine of {COLLAPSE_COSINE:g} (pooled cosine {base.figures.cosine_pooled:.4f}; best: {found.figures.describe()},"
             f" pooled cosine {found.figures.cosine_pooled:.4f}); tried keeping float or hybrid each of"
             f" {len(tried)} regions: {_shorten(tried)}. Try --exclude on the first layers, --calibration-method minmax,"
             " or dynamic mode (no -c)"
@@ -273,7 +353,7 @@ def ensure_fidelity(
     if not found.placements:
         return Outcome(plan, recipe, found.figures, found, ranges)
     placed = sensitivity.placed(recipe, found.placements)
-    return Outcome(make_plan(scoring.model, config, placed), placed, found.figures, found, ranges)
+    return Outcome(make_plan(scoring.model, config, placed, scoring.mask_path), placed, found.figures, found, ranges)
 
 
 def _measured_nodes(scoring: Scoring, plan: Plan) -> list[str]:

@@ -87,3 +87,42 @@ def test_chromium_renders_the_plots(tmp_path):
     # And the page is not mostly blank: plenty of non-white pixels.
     white = _count(image, (255, 255, 255))
     assert white < 0.93 * image.size[0] * image.size[1]
+
+
+def test_accuracy_search_tradeoff_is_a_table_and_plots_of_every_trial(tmp_path):
+    """After a --target-* search the page shows its trade-off: a table (best candidate per count
+    of regions out of int8) and a plot whose points are the search's trials, placed by value."""
+    import json
+
+    from click.testing import CliRunner
+
+    import ptq
+    from ptq.cli import main
+    from tests import tiny
+
+    model = tiny.save(tiny.small_cnn(), tmp_path / "m.onnx")
+    data = tiny.image_samples(tmp_path / "d", n=16)
+    goal = ptq.convert(model, ptq.Config(output=tmp_path / "p.onnx", calibration_data=data, write_ort=False)).held_out.sqnr_db + 3
+    run = CliRunner().invoke(main, ["convert", model, "-c", data, "-o", str(tmp_path / "q.onnx"), "--target-sqnr", f"{goal:.2f}",
+                                    "--report", str(tmp_path / "r.html"), "--report", str(tmp_path / "r.json")])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    accuracy = json.loads((tmp_path / "r.json").read_text())["conversion"]["accuracy"]
+    text = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<h2>Accuracy search</h2>" in text
+    table = re.search(r"<table><tr><th>regions out of int8</th>.*?</table>", text, flags=re.DOTALL).group(0)
+    counts = [int(c) for c in re.findall(r'<tr><td class="n">(\d+)</td>', table)]
+    assert counts == [t["regions"] for t in accuracy["tradeoff"]] and len(counts) >= 2
+    plots = {svg.get("aria-label"): svg for svg in svgs(text)}
+    fidelity = plots[accuracy["rank"]["label"]]
+    circles = fidelity.findall(f"{SVG_NS}circle")
+    drawn = [(int(c.get("data-regions")), float(c.get("data-value"))) for c in circles]
+    assert drawn == [(t["regions"], pytest.approx(t["rank_db"], rel=1e-5)) for t in accuracy["curve"]]
+    line = fidelity.find(f"{SVG_NS}line[@class='target']")
+    assert float(line.get("data-value")) == pytest.approx(goal, abs=0.01)
+    # higher figures are drawn higher, the target line between those above it and those below
+    for c, t in zip(circles, accuracy["curve"]):
+        above = float(c.get("cy")) < float(line.get("y1"))
+        assert above == (t["rank_db"] > float(line.get("data-value"))), t
+    assert [c.get("stroke") for c in circles].count("#222") == 1  # the written one, ringed
+    timing = plots["run ms (rough)"].findall(f"{SVG_NS}circle")
+    assert [float(c.get("data-value")) for c in timing] == [pytest.approx(t["run_ms"], rel=1e-3, abs=1e-3) for t in accuracy["curve"]]

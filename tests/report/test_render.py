@@ -68,3 +68,23 @@ def test_inspect_text(tmp_path):
     assert "quantized  no" in text
     assert "x  float32[1, 16]" in text
     assert "runs       0 int8, 0 hybrid, 1 float" in text
+
+
+def test_summary_shows_the_accuracy_tradeoff_measured_by_the_search(tmp_path):
+    import ptq
+    from ptq.report.render import conversion_summary
+    from tests import tiny
+
+    model = tiny.save(tiny.small_cnn(), tmp_path / "m.onnx")
+    data = tiny.image_samples(tmp_path / "d", n=16)
+    goal = ptq.convert(model, ptq.Config(output=tmp_path / "p.onnx", calibration_data=data, write_ort=False)).held_out.sqnr_db + 3
+    result = ptq.convert(model, ptq.Config(output=tmp_path / "q.onnx", calibration_data=data, target_sqnr=goal, write_ort=False))
+    lines = conversion_summary(result).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  trade-off on 4 held-out validation samples"))
+    rows = lines[start + 2 : start + 2 + len(result.accuracy.tradeoff())]
+    for line, trial in zip(rows, result.accuracy.tradeoff(), strict=True):
+        regions, sqnr, cosine = line.split()[:3]
+        assert int(regions) == trial.regions and float(cosine) == pytest.approx(trial.figures.cosine, abs=1e-5)
+        assert sqnr == ("inf" if math.isinf(trial.figures.sqnr_db) else f"{trial.figures.sqnr_db:.1f}")
+    written = [line for line in rows if "written" in line]
+    assert len(written) == 1 and int(written[0].split()[0]) == len(result.accuracy.placements)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ptq.errors import UsageError
-from ptq.tuning.figures import MAX_DB, Figures, Target, cosine_db, figures_of, load_metric
+from ptq.tuning.figures import MAX_DB, Figures, Target, cosine_db, figures_of, jackknife_spread, load_metric
 
 RNG = np.random.default_rng(0)
 REF = [[RNG.normal(size=(1, 10)).astype(np.float32), RNG.normal(size=(1, 32)).astype(np.float32)] for _ in range(4)]
@@ -80,3 +80,26 @@ def test_target_rank_and_tightened():
     tight = Target(cosine=0.99, sqnr_db=20.0, top1=0.8).tightened(10.0)
     assert tight.cosine == pytest.approx(0.999) and tight.sqnr_db == 30.0 and tight.top1 == 0.8
     assert math.isclose(cosine_db(tight.cosine) - cosine_db(0.99), 10.0)
+
+
+def test_jackknife_spread_is_the_leave_one_out_standard_error_of_the_figure():
+    rank = Target(sqnr_db=10.0).rank
+    steady = [[a * np.float32(1.05)] for a, _ in REF]  # the same relative error on every sample
+    assert jackknife_spread(["a"], [[a] for a, _ in REF], steady, rank) == pytest.approx(0.0, abs=1e-4)
+    # one sample far noisier than the rest: the figure hangs on it, and the spread says by how much
+    rng = np.random.default_rng(2)
+    noisy = [[a + (0.5 if i == 2 else 0.01) * rng.normal(size=a.shape).astype(np.float32)] for i, (a, _) in enumerate(REF)]
+    reference = [[a] for a, _ in REF]
+    signal = [float(np.sum(np.float64(a) ** 2)) for a, _ in REF]
+    noise = [float(np.sum((np.float64(r[0]) - np.float64(c[0])) ** 2)) for r, c in zip(reference, noisy)]
+    left_out = [10 * math.log10((sum(signal) - signal[i]) / (sum(noise) - noise[i])) for i in range(4)]
+    expected = math.sqrt(3 / 4 * sum((v - np.mean(left_out)) ** 2 for v in left_out))
+    got = jackknife_spread(["a"], reference, noisy, rank)
+    assert got == pytest.approx(expected, rel=1e-4) and got > 1.0
+    assert jackknife_spread(["a"], reference[:2], noisy[:2], rank) == 0.0  # too few samples to say
+
+
+def test_rank_scale_names_and_places_the_target():
+    assert Target(cosine=0.999).rank_level() == pytest.approx(30.0) and "cosine" in Target(cosine=0.999).rank_label()
+    assert Target(sqnr_db=25).rank_level() == 25 and "SQNR" in Target(sqnr_db=25).rank_label()
+    assert Target(top1=0.9).rank_level() is None

@@ -14,7 +14,7 @@ import ptq
 from ptq.cli import main
 from ptq.errors import EXIT_COLLAPSED, EXIT_TARGET_MISSED, FidelityCollapsedError, UsageError
 from ptq.tuning import targets
-from ptq.tuning.figures import Figures, Target, cosine_db, figures_of
+from ptq.tuning.figures import Target, cosine_db, figures_of
 from tests import tiny
 
 
@@ -87,25 +87,58 @@ def test_collapse_that_nothing_lifts_fails_naming_the_layers(tmp_path, monkeypat
 def test_target_met_with_the_fewest_regions_and_a_working_model_stays_int8(tmp_path):
     model = tiny.save(tiny.small_cnn(), tmp_path / "m.onnx")
     data = tiny.image_samples(tmp_path / "d", n=16)
-    plain = ptq.convert(model, ptq.Config(output=tmp_path / "plain.onnx", calibration_data=data, write_ort=False))
+    # bias correction off: _trial_with rebuilds the candidates the search ran, without it
+    plain = ptq.convert(model, ptq.Config(output=tmp_path / "plain.onnx", calibration_data=data, write_ort=False, bias_correction=False))
     assert plain.accuracy is None  # no target, no collapse: nothing searched
     base = plain.held_out
     goal = base.sqnr_db + 3.0
-    result = ptq.convert(model, ptq.Config(output=tmp_path / "t.onnx", calibration_data=data, target_sqnr=goal, write_ort=False))
+    result = ptq.convert(model, ptq.Config(output=tmp_path / "t.onnx", calibration_data=data, target_sqnr=goal, write_ort=False,
+                                           bias_correction=False))
     search = result.accuracy
     assert search.met and search.figures.sqnr_db >= goal and search.base == base
     assert 1 <= len(search.placements) < 5
     # fewest: returning any one chosen region to int8 misses what the search aimed for, the
-    # target with its margin (the prune step's promise)
-    aim = targets.Target(sqnr_db=goal).tightened(targets.MARGIN_DB)
-    assert aim.met(search.figures) and aim.sqnr_db == goal + targets.MARGIN_DB
+    # target with its margin (the prune step's promise); the margin is at least MARGIN_DB and
+    # SPREAD_Z jackknife standard errors of the candidate's SQNR on the validation samples
+    target = targets.Target(sqnr_db=goal)
+    written = _trial_with(model, data, search.placements, result.calibration_method, target)
+    assert written.figures == search.figures and written.met
+    assert written.margin_db == max(targets.MARGIN_DB, targets.SPREAD_Z * written.spread_db) and written.spread_db > 0
+    assert search.figures.sqnr_db >= goal + written.margin_db
     for placement in search.placements:
         rest = tuple(p for p in search.placements if p is not placement)
-        assert not aim.met(_figures_with(model, data, rest, result.calibration_method)), placement.node
+        assert not _trial_with(model, data, rest, result.calibration_method, target).met, placement.node
 
 
-def _figures_with(model, data, placements, method: str) -> Figures:
-    """The figures of the model with ``placements``, measured the way the search does."""
+def test_every_candidate_the_search_ran_is_a_trial_of_the_tradeoff(tmp_path):
+    model = tiny.save(tiny.small_cnn(), tmp_path / "m.onnx")
+    data = tiny.image_samples(tmp_path / "d", n=16)
+    base = ptq.convert(model, ptq.Config(output=tmp_path / "plain.onnx", calibration_data=data, write_ort=False)).held_out
+    goal = base.sqnr_db + 3.0
+    result = ptq.convert(model, ptq.Config(output=tmp_path / "t.onnx", calibration_data=data, target_sqnr=goal, write_ort=False))
+    search = result.accuracy
+    curve = search.curve
+    assert curve[0].step == targets.AS_PLANNED and curve[0].regions == 0 and curve[0].figures == base == search.base
+    assert len(curve) == search.trials - search.regions + 1  # the confirmations, and the plan as given
+    target = targets.Target(sqnr_db=goal)
+    for trial in curve:  # each trial's verdict is its figures against the target with its own margin
+        assert trial.met == target.tightened(trial.margin_db).met(trial.figures)
+        assert trial.margin_db >= targets.MARGIN_DB and trial.run_ms > 0
+    # the trade-off: one row per count, the best candidate with it, the written one at its count
+    rows = search.tradeoff()
+    assert [t.regions for t in rows] == sorted({t.regions for t in curve})
+    chosen = search.chosen_trial()
+    assert chosen in rows and chosen.regions == len(search.placements) and chosen.figures == search.figures
+    for row in rows:
+        if row is not chosen:
+            assert all(target.rank(t.figures) <= target.rank(row.figures) for t in curve if t.regions == row.regions)
+    json = search.to_json()
+    assert [t["regions"] for t in json["tradeoff"]] == [t.regions for t in rows]
+    assert [t["written"] for t in json["curve"]].count(True) == 1
+
+
+def _trial_with(model, data, placements, method: str, target) -> targets.Trial:
+    """The trial of the model with ``placements``, measured the way the search does."""
     from ptq import loader
     from ptq.calibrate.runner import calibrate
     from ptq.config import Config
@@ -114,12 +147,12 @@ def _figures_with(model, data, placements, method: str) -> Figures:
     from ptq.tuning import sensitivity, validation
     from ptq.tuning.scoring import Scoring
 
-    config = Config(calibration_data=data, calibration_method=method)
+    config = Config(calibration_data=data, calibration_method=method, bias_correction=False)
     loaded = loader.load(model).model
     split = validation.split(16)
     plan = sensitivity.apply(loaded, config, Recipe.asked(config), placements)
     ranges, _ = calibrate(loaded, calibrated_tensors(loaded, plan), data, method=config.calibration_method, indices=split.fit)
-    return targets.figures_for(Scoring(loaded, config, data, split), plan, ranges, config, None)
+    return targets.trial_of(Scoring(loaded, config, data, split), plan, ranges, config, None, target, len(placements), targets.PRUNE)
 
 
 def test_unreachable_target_writes_the_best_and_exits_8(tmp_path, monkeypatch):
