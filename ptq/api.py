@@ -16,7 +16,7 @@ from pathlib import Path
 
 import onnx
 
-from ptq import __version__, loader, runtime
+from ptq import __version__, loader, runtime, runtime
 from ptq.calibrate.data import input_specs
 from ptq.calibrate.range_file import SavedRanges, read_ranges, save_ranges
 from ptq.calibrate.runner import calibrate, observe, observe_folds
@@ -102,6 +102,13 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     """
     # One conversion runs the same models in several stages (scoring, the latency search and its
     # confirmation): their sessions are opened once (``ptq.runtime.SessionCache``).
+    with runtime.reusing_sessions():
+        return _convert(path, config, progress, calibration_data)
+
+
+def _convert(path, config: Config | None, progress: Progress | None, calibration_data) -> ConvertResult:
+    # One session cache for the whole conversion (the CLI's outer block, with its report, wins):
+    # scoring, the folds, the latency search and its confirmation run some models more than once.
     with runtime.reusing_sessions():
         return _convert(path, config, progress, calibration_data)
 

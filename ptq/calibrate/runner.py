@@ -239,7 +239,8 @@ def observe_folds(
     skipped = set(same) | set(derived)
     own_tensors = [t for t in tensors if t not in skipped]
     with with_outputs(model, own_tensors) as observed:
-        sess = session(observed)
+        # the options ``observe`` uses: within ``runtime.reusing_sessions`` its session is reused
+        sess = session(observed, spinning=len(os.sched_getaffinity(0)) <= 1)
     parts, used = [], 0
     total = sum(len(f) for f in folds)
     for fold in folds:
