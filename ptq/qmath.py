@@ -94,6 +94,17 @@ def dequantize(q: np.ndarray, scale: np.ndarray | float, zero_point: np.ndarray 
     )
 
 
+def quantize_constant(value: np.ndarray, dtype: np.dtype | type, *, symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A constant operand of an int8 elementwise op (Add(x, 3), Mul(x, s)) quantized per tensor
+    over its own range in the activation type: ``(q, scale, zero_point)``. A rewrite that is
+    free to choose a constant puts it on this grid first (``dequantize(*quantize_constant(c))``)
+    so the int8 kernel reads it unrounded."""
+    value = np.asarray(value, dtype=np.float32)
+    lo, hi = (float(value.min()), float(value.max())) if value.size else (0.0, 0.0)
+    scale, zero_point = scale_zero_point(lo, hi, dtype, symmetric=symmetric)
+    return quantize(value, scale, zero_point, dtype), scale, zero_point
+
+
 def channel_ranges(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel ``(min, max)`` of ``w`` along ``axis`` (every other axis reduced)."""
     moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)

