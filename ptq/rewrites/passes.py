@@ -20,6 +20,7 @@ import onnx
 from ptq.config import Config
 from ptq.progress import Progress
 from ptq.recipe import Recipe
+from ptq.rewrites import RewriteResult
 from ptq.rewrites import equalize, equalize_activations, fold_affine, fuse_hardswish, smoothquant
 
 PASSES = (
@@ -37,10 +38,22 @@ def asked(config: Config) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ..
     return tuple((p.NAME, p.settings(config)) for p in PASSES if p.OPTION and p.enabled(config))
 
 
-def recorded(recipe: Recipe) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
-    """The passes ``recipe`` applied, with their settings (comparable with ``asked``)."""
+def recorded(recipe: Recipe, replayed_too: bool = False) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
+    """The passes ``recipe`` applied that a rerun must ask for, with their settings (comparable
+    with ``asked``): a scored choice that recorded its measurements is repeated without asking
+    (listed too with ``replayed_too``, to name everything the ranges were calibrated with)."""
     switched = {p.NAME for p in PASSES if p.OPTION}
-    return tuple((r.name, r.settings) for r in recipe.rewrites if r.name in switched)
+    return tuple((r.name, r.settings) for r in recipe.rewrites if r.name in switched and (replayed_too or not replayed(r)))
+
+
+def replayed(result: RewriteResult) -> bool:
+    """A rewrite ptq chose by its scoring (not by an option) whose measurements were saved: a
+    ranges file that holds it repeats it as recorded."""
+    return SCORED in result.settings and bool(result.measured)
+
+
+# The setting a rewrite ptq chose by its scoring records (no option repeats it).
+SCORED = ("scored", 1.0)
 
 
 def describe(passes: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]) -> str:
@@ -49,10 +62,10 @@ def describe(passes: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]) -> s
     if not passes:
         names = list(options.values())
         return "no " + ", ".join(names[:-1]) + " or " + names[-1]
-    # A rewrite ptq chose by its scoring records ("scored", 1): no option repeats it (calibrate anew).
+    # A rewrite ptq chose by its scoring records SCORED: no option repeats it (calibrate anew).
     return " ".join(
-        " ".join([options.get(name, name)] + [f"{v:g}" for k, v in settings if k != "scored"])
-        + (" (chosen by ptq's scoring)" if ("scored", 1.0) in settings else "")
+        " ".join([options.get(name, name)] + [f"{v:g}" for k, v in settings if k != SCORED[0]])
+        + (" (chosen by ptq's scoring)" if SCORED in settings else "")
         for name, settings in passes
     )
 
@@ -64,6 +77,12 @@ def removed(recipe: Recipe) -> dict[str, str]:
     return {site: described[r.name] for r in recipe.rewrites if r.name in described for site in r.applied}
 
 
+def inserted(recipe: Recipe) -> dict[str, str]:
+    """Nodes the rewrites added (no source node of their own) -> what added them, for the op list."""
+    described = {p.NAME: p.INSERTED for p in PASSES if getattr(p, "INSERTED", None)}
+    return {node: described.get(r.name, f"inserted by ptq's {r.name}") for r in recipe.rewrites for node in r.inserted}
+
+
 def apply(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: Progress,
           fit: Collection[int] | None = None, saved: Recipe | None = None) -> Recipe:  # fmt: skip
     """Run the passes ``config`` switches on, in order, in place; the recipe with their results
@@ -72,8 +91,9 @@ def apply(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: Prog
     recipe) recorded they measured."""
     recorded = {r.name: r for r in saved.rewrites} if saved is not None else {}
     for rewrite in PASSES:
-        if rewrite.enabled(config):
-            if recorded.get(rewrite.NAME) is not None and recorded[rewrite.NAME].measured:
+        repeat = recorded.get(rewrite.NAME)
+        if rewrite.enabled(config) or (repeat is not None and replayed(repeat)):
+            if repeat is not None and repeat.measured:
                 result = rewrite.run(model, config, progress, fit, recorded[rewrite.NAME])
             else:
                 result = rewrite.run(model, config, progress, fit)

@@ -119,10 +119,17 @@ def settings(config: Config) -> tuple[tuple[str, float], ...]:
     return (("alpha", float(config.smoothquant)),)
 
 
-def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collection[int] | None = None) -> RewriteResult:
+def run(model: onnx.ModelProto, config: Config, progress: Progress, fit: Collection[int] | None = None,
+        recorded: RewriteResult | None = None) -> RewriteResult:  # fmt: skip
     """The pass: find the groups, measure their activations' channel maxima on the calibration
     samples, move the outliers into the weights in place; the Muls that now hold per-channel
-    constants are kept float (an int8 kernel would quantize the constant away)."""
+    constants are kept float (an int8 kernel would quantize the constant away). ``recorded``: a
+    saved run's result, repeated from the channel maxima it recorded on the inputs it smoothed
+    (``--load-ranges``, without samples; the scored choice's groups too)."""
+    if recorded is not None and recorded.measured:
+        absmax = {name: np.asarray(values, np.float64) for name, values in recorded.measured}
+        alpha = dict(recorded.settings).get("alpha", config.smoothquant)
+        return smooth(model, config, alpha, progress, only=set(absmax), absmax=absmax, recorded=recorded.settings)
     return smooth(model, config, config.smoothquant, progress, indices=fit)
 
 
@@ -160,10 +167,13 @@ def smooth(
         notes=(f"SmoothQuant (alpha {alpha:g}) moved activation outliers into the weights of {len(applied)} MatMul input(s)"
                f" ({len(inserted)} through a Mul of their own, kept float)",),  # fmt: skip
         settings=recorded,
+        measured=tuple((name, tuple(float(v) for v in absmax[name])) for name in sorted(applied)),
+        inserted=tuple(inserted[g.activation] for g in groups if g.activation in applied and g.activation in inserted),
     )
 
 
 SMOOTHED = "/smoothed"  # suffix of the tensor an inserted Mul makes
+INSERTED = "inserted by ptq's SmoothQuant: a per-channel Mul on the MatMul branch of an activation others read too"
 
 
 def _reads_as_matmul_input(node: onnx.NodeProto, tensor: str, inits) -> bool:

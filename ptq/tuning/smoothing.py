@@ -34,7 +34,7 @@ from ptq.graph import producers
 from ptq.quantize.plan import Plan, make_plan
 from ptq.quantize.static import calibrated_tensors
 from ptq.recipe import Recipe
-from ptq.rewrites import smoothquant
+from ptq.rewrites import passes, smoothquant
 from ptq.tuning.scoring import Ranges, Scoring
 
 # Migration strength: the SmoothQuant paper's default, which balances the activation's and the
@@ -42,9 +42,9 @@ from ptq.tuning.scoring import Ranges, Scoring
 ALPHA = 0.5
 # What a group must gain to be kept, as for hybrid groups.
 GAIN_DB = 1.0
-# Recorded with the alpha: ranges calibrated after a scored smoothing fit only a model smoothed
-# the same way, which --load-ranges cannot rebuild without the samples (it refuses them).
-SCORED = ("scored", 1.0)
+# Recorded with the alpha and the smoothed inputs' channel maxima: ranges calibrated after a
+# scored smoothing fit only a model smoothed the same way, which --load-ranges rebuilds from them.
+SCORED = passes.SCORED
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,8 @@ def choose_smoothing(
     (see the module docstring); ``model`` is left as it is (a kept smoothing is a copy)."""
     unchanged = SmoothingChoice(model, recipe, plan, ranges, scoring)
     if scoring is None or not config.auto_smoothquant or config.smoothquant is not None or config.calibration_data is None:
+        return unchanged
+    if any(r.name == smoothquant.NAME for r in recipe.rewrites):  # repeated from a ranges file
         return unchanged
     groups = smoothquant.find_groups(model, insert=True)
     if not groups:

@@ -64,6 +64,7 @@ class OpEntry:
     kernel: str  # int8 | hybrid | float | folded
     reason: str
     runs_as: str | None = None  # the onnxruntime node type that executes it
+    inserted: bool = False  # a node a ptq rewrite added, not a source node
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,16 @@ class OpList:
         counts = {k: 0 for k in KERNELS}
         for entry in self.nodes:
             counts[entry.kernel] += 1
+        counts["inserted"] = self.inserted  # of those, nodes ptq's rewrites added (no source node)
         return counts
 
     def to_json(self) -> dict:
-        return {"summary": self.summary(), "nodes": [asdict(e) for e in self.nodes]}
+        # "inserted" only where true: the source nodes' entries keep their five fields
+        return {"summary": self.summary(), "nodes": [{k: v for k, v in asdict(e).items() if k != "inserted" or v} for e in self.nodes]}
+
+    @property
+    def inserted(self) -> int:
+        return sum(1 for e in self.nodes if e.inserted)
 
     def float_fallbacks(self) -> list[OpEntry]:
         return [e for e in self.nodes if e.kernel == FLOAT]
@@ -285,10 +292,13 @@ def build_oplist(
     decisions: dict[str, Decision],
     optimized: onnx.ModelProto,
     rewritten: dict[str, str] | None = None,
+    inserted: dict[str, tuple[str, str]] | None = None,
 ) -> OpList:
-    """One entry per source node: what runs it, and why it is float when it is.
+    """One entry per source node: what runs it, and why it is float when it is; then one per
+    node a ptq rewrite inserted.
 
-    ``rewritten``: prepared nodes a ptq float rewrite removed -> what it did with them."""
+    ``rewritten``: prepared nodes a ptq float rewrite removed -> what it did with them.
+    ``inserted``: nodes a rewrite added -> (op type, what added it)."""
     rewritten = rewritten or {}
     executed = executed_kernels(optimized)
     owners = _owners(source_nodes, prepared)
@@ -306,6 +316,9 @@ def build_oplist(
         elif owner != node.name:
             reason = f"fused into {prepared_ops[owner]} {owner!r} by onnxruntime; that node: {reason}"
         entries.append(OpEntry(node.name, node.op_type, kernel, reason, runs_as))
+    for name, (op_type, why) in (inserted or {}).items():
+        kernel, reason, runs_as = _entry(name, op_type, decisions.get(name), executed.get(name))
+        entries.append(OpEntry(name, op_type, kernel, f"{why}; {reason}", runs_as, inserted=True))
     return OpList(entries, executed_counts(executed))
 
 

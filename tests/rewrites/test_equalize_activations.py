@@ -93,6 +93,8 @@ def test_activation_equalization_needs_calibration_data_and_is_recorded(tmp_path
     (mul,) = [n for n in written.graph.node if n.op_type == "Mul" and n.name.endswith("/equalize")]
     assert [made_by[i].op_type for i in mul.input] == ["DequantizeLinear", "DequantizeLinear"]
     assert [n.op_type for n in written.graph.node if mul.output[0] in n.input] == ["QuantizeLinear"]
+    (row,) = [e for e in first.oplist.nodes if e.inserted]  # the op list's row for it: int8
+    assert row.name == mul.name and row.kernel == "int8" and "activation equalization" in row.reason
     # the ranges file records the channel maxima: --load-ranges repeats the pass without samples
     assert rewrite.measured and {name for name, _ in rewrite.measured} == {"z"}
     again = convert(path, Config(output=tmp_path / "b.onnx", load_ranges=ranges, write_ort=False))

@@ -78,11 +78,23 @@ def test_kept_where_an_outlier_channel_costs_resolution_and_it_pays_held_out(tmp
     assert kernels["fc1"].kernel in ("int8", "hybrid") and kernels["fc1"].kernel == {e.name: e for e in plain.oplist.nodes}["fc1"].kernel
     note = next(n for n in smoothed.notes if "by MatMul input producer" in n)
     assert "LayerNormalization-fed x1" in note and "(kept)" in note
+    # the op list has a row for the inserted Mul (no source node), marked inserted, float
+    (row,) = [e for e in smoothed.oplist.nodes if e.inserted]
+    assert row.name == inserted[0].name and row.op_type == "Mul" and row.kernel == "float" and "SmoothQuant" in row.reason
+    assert smoothed.oplist.summary()["inserted"] == 1 and plain.oplist.summary()["inserted"] == 0
+    assert "1 inserted by ptq" in ptq.report.render.conversion_summary(smoothed)
     # held out (samples no choice saw): fc2's output is closer to float with the smoothing (measured 35.8 vs 32.4 dB)
     assert sqnr_of_f(path, smoothed.outputs.onnx, held_out) >= sqnr_of_f(path, plain.outputs.onnx, held_out) + 2.0
-    # a scored smoothing cannot be rebuilt from the ranges file alone: refused with the reason
+    # the ranges file records the smoothed inputs' channel maxima: --load-ranges repeats the
+    # scored smoothing without samples, to the byte
+    again = ptq.convert(path, ptq.Config(output=tmp_path / "again.onnx", load_ranges=tmp_path / "ranges.json",
+                                         write_ort=False, latency_search=False))  # fmt: skip
+    assert again.outputs.onnx.read_bytes() == smoothed.outputs.onnx.read_bytes()
+    assert [r for r in again.recipe.rewrites if r.name == "smoothquant"] == rewrites and rewrites[0].measured
+    # asking for another smoothing with those ranges is refused, naming the scored one
     with pytest.raises(UsageError, match="chosen by ptq's scoring"):
-        ptq.convert(path, ptq.Config(output=tmp_path / "again.onnx", load_ranges=tmp_path / "ranges.json", write_ort=False))
+        ptq.convert(path, ptq.Config(output=tmp_path / "other.onnx", load_ranges=tmp_path / "ranges.json", calibration_data=calib,
+                                     smoothquant=0.8, write_ort=False))  # fmt: skip
 
 
 def test_not_applied_without_outliers(tmp_path, data):
