@@ -38,10 +38,9 @@ from ptq.tuning.method import choose_method, choose_method_cross_validated
 from ptq.tuning.scoring import MAX_MODEL_BYTES, scoring_for
 from ptq.graph import byte_size
 from ptq.tuning.smoothing import choose_smoothing
-from ptq.tuning.figures import load_metric
 from ptq.tuning.weight_range import choose_weight_range
 from ptq.tuning import targets, validation
-from ptq.tuning.figures import Figures
+from ptq.tuning.figures import Figures, figures_of, load_metric
 from ptq.calibrate.data import input_specs
 from ptq.calibrate.samples import Samples
 from ptq.write.atomic import transaction
@@ -393,8 +392,8 @@ def quantize_with_ranges(
             held_out = targets.figures_for(scoring, plan, ranges, config, load_metric(config.metric))
         notes += [smoothing.describe()] if smoothing.describe() else []
         if search is None or smoothing.smoothed:
-            notes.append(f"fidelity on {scoring.scored_on}: {held_out.describe()}")
-    del scoring
+            what = "of the int8 placement (not written: see the latency note) " if _weights_only(recipe) else ""
+            notes.append(f"fidelity {what}on {scoring.scored_on}: {held_out.describe()}")
 
     # What --save-ranges records (written by ``convert`` once the conversion to keep is picked).
     saving = (ranges, recipe) if config.save_ranges is not None else None
@@ -406,7 +405,12 @@ def quantize_with_ranges(
         # (bias correction was measured for int8 static kernels: the fallback does not carry it)
         recipe = recipe.replace(bias_shifts=(), bias_correction_scores=())
         fallback = quantize_dynamic(model, config, recipe.replace(placements=_without_latency(recipe.placements)))
+        if scoring is not None:  # the figures every report gives are the written model's
+            held_out = figures_of(scoring.names, scoring.reference, scoring.outputs(fallback.model), load_metric(config.metric))
+            notes.append(f"fidelity of the written model (int8 weights, float kernels) on {scoring.scored_on}: {held_out.describe()}")
+        del scoring
         return Quantized(fallback.model, fallback.decisions, recipe, samples, notes, split, held_out, search, saving)
+    del scoring
     quantized = quantize_static(model, plan, ranges, config)
     return Quantized(quantized, plan.decisions, recipe, samples, notes, split, held_out, search, saving)
 

@@ -307,3 +307,29 @@ def test_a_faster_placement_that_loses_fidelity_is_not_kept(tmp_path, monkeypatc
     found = latency.search(model, recipe, plan, ranges, config, feed, model_path, 3, fidelity_data=calib)
     assert not any(p.reason == LATENCY for p in found.recipe.placements)
     assert all(not t.kept for t in found.trials)
+
+
+@pytest.mark.latency_search
+def test_the_validation_figures_are_the_written_models_whichever_output_is_written(tmp_path):
+    """PP-OCR cls: on this CPU the cleaned float kernels beat int8, so the output holds int8
+    weights with float kernels; the held-out figures every report gives must be that model's
+    (they were the unwritten int8 placement's: 22.4 dB printed for a 39.4 dB model)."""
+    from bench import zoo
+    from ptq.tuning.figures import figures_of
+
+    calib = tmp_path / "calib"
+    zoo.write_calibration_dir("ppocr-cls", calib, "calib", n=8)
+    result = ptq.convert(zoo.fetch_model("ppocr-cls"), ptq.Config(output=tmp_path / "q.onnx", calibration_data=calib, write_ort=False))
+    feeds = [dict(np.load(calib / f"sample_{i:03d}.npz")) for i in result.split.validation]
+
+    def outputs(path):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        return names, [sess.run(names, f) for f in feeds]
+
+    names, reference = outputs(zoo.fetch_model("ppocr-cls"))
+    written = figures_of(names, reference, outputs(result.outputs.onnx)[1])
+    assert result.held_out.sqnr_db == pytest.approx(written.sqnr_db, abs=0.05)
+    assert result.held_out.cosine == pytest.approx(written.cosine, abs=1e-4)
+    if result.latency.weights_only:
+        assert any(n.startswith("fidelity of the written model (int8 weights, float kernels)") for n in result.notes)
