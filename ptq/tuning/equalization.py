@@ -87,7 +87,9 @@ def pick(plain, equalized):
             return equalized, f"activation equalization: kept ({scores}; both outputs were slower than the float model on this CPU, {speeds})"
         return plain, f"activation equalization: not kept ({scores}; both outputs were slower than the float model on this CPU, {speeds})"
     if with_ >= without + MARGIN_DB:
-        return equalized, f"activation equalization: kept ({scores})"
+        untimed = plain.recipe.latency is None and equalized.recipe.latency is None
+        cost = "; what its per-channel Muls cost in time was not measured (no latency search)" if untimed else ""
+        return equalized, f"activation equalization: kept ({scores}{cost})"
     return plain, f"activation equalization: not kept ({scores}; it must gain {MARGIN_DB} dB)"
 
 

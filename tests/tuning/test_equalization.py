@@ -69,6 +69,11 @@ def test_a_candidate_slower_than_float_loses_to_one_that_is_not():
     assert equalization.pick(conversion(30.0, 0.9), conversion(20.0, 1.1))[0].held_out.sqnr_db == 20.0
     no_faster = Quantized(None, {}, Recipe(latency=LatencyRecord(speedup=0.95)), held_out=Figures(27.0, 0.99, 0.98, None))
     assert equalization.pick(plain, no_faster)[0] is plain  # int8 kept, but it measured slower than float
+    # no latency search: fidelity decides, and the note says the Muls' cost went unmeasured
+    untimed = lambda sqnr: Quantized(None, {}, Recipe(), held_out=Figures(sqnr, 0.99, 0.98, None))  # noqa: E731
+    kept, note = equalization.pick(untimed(20.0), untimed(27.0))
+    assert kept.held_out.sqnr_db == 27.0 and "not measured" in note
+    assert "not measured" not in equalization.pick(plain, better)[1]
 
 
 def test_when_both_candidates_measured_slower_than_float_the_nearer_miss_is_kept():
