@@ -89,11 +89,17 @@ def read_samples(calibration_dir: Path) -> Iterator[dict[str, np.ndarray]]:
             yield {key: npz[key] for key in npz.files}
 
 
-def convert_ptq_static(model: Path, output: Path, calibration_dir: Path | None) -> None:
+def convert_ptq_static(model: Path, output: Path, calibration_dir: Path | None) -> list[str]:
     """ptq, static mode: calibrated int8 activations and weights."""
     import ptq
 
-    ptq.convert(model, ptq.Config(output=output, calibration_data=calibration_dir))
+    result = ptq.convert(model, ptq.Config(output=output, calibration_data=calibration_dir))
+    record = result.latency
+    if record is None or not record.measured:
+        return []
+    # what the latency placement added to the conversion time (the issue's budget question)
+    return [f"latency placement {record.seconds:.1f} s of the {record.budget_s:g} s budget"
+            f"{' (out of budget: searched what fit)' if record.out_of_budget else ''}, whole conversion in the convert s column"]
 
 
 def convert_ptq_dynamic(model: Path, output: Path, calibration_dir: Path | None) -> None:
