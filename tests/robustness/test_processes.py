@@ -165,8 +165,16 @@ def det_many_samples(tmp_path):
     return model, calib, out, tmp
 
 
+def _as_from_a_terminal() -> None:
+    """In the child before exec: Ctrl-C's default action. A non-interactive shell starts a
+    background job (`.ci/run &`, `nohup make test &`) with SIGINT ignored, the child inherits
+    that, and Python then installs no KeyboardInterrupt handler: the Ctrl-C tests failed so."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(argv, env, when: str, delay: float, signum: int = signal.SIGINT) -> tuple[int, str]:
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO, env=env)
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO, env=env,
+                            preexec_fn=_as_from_a_terminal)  # fmt: skip
     seen = []
     try:
         deadline = time.monotonic() + 60
