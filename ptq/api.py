@@ -36,13 +36,12 @@ from ptq.tuning.collapse import describe_guard, guard_log_inputs
 from ptq.tuning.groups import choose_fallback, choose_hybrid, describe_fallback, describe_hybrid
 from ptq.tuning.method import choose_method, choose_method_cross_validated
 from ptq.tuning.scoring import MAX_MODEL_BYTES, scoring_for
-from ptq.graph import byte_size
 from ptq.tuning.smoothing import choose_smoothing
 from ptq.tuning.weight_range import choose_weight_range
 from ptq.tuning import targets, validation
 from ptq.tuning.figures import Figures, figures_of, load_metric
-from ptq.calibrate.data import input_specs
 from ptq.calibrate.samples import Samples
+from ptq.graph import byte_size
 from ptq.write.atomic import transaction
 from ptq.write.onnx_file import data_path, serialize, write_onnx
 from ptq.write.oplist import OpList, build_oplist, optimized_graph, write_oplist
@@ -99,13 +98,6 @@ def convert(path: str | Path, config: Config | None = None, progress: Progress |
     Raises:
         PtqError subclasses with a one-line message and an exit code.
     """
-    # One conversion runs the same models in several stages (scoring, the latency search and its
-    # confirmation): their sessions are opened once (``ptq.runtime.SessionCache``).
-    with runtime.reusing_sessions():
-        return _convert(path, config, progress, calibration_data)
-
-
-def _convert(path, config: Config | None, progress: Progress | None, calibration_data) -> ConvertResult:
     # One session cache for the whole conversion (the CLI's outer block, with its report, wins):
     # scoring, the folds, the latency search and its confirmation run some models more than once.
     with runtime.reusing_sessions():
@@ -124,9 +116,8 @@ def _convert(path, config: Config | None, progress: Progress | None, calibration
     progress("load", 0, 0)
     loaded = loader.load(source)
     model = loaded.model  # quantized in place: a copy would hold every weight twice
-    # What the op list needs of the prepared graph, taken before quantization rewrites it.
-    prepared_nodes = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
-    notes = list(loaded.notes) + unmatched_names(config, prepared_nodes)
+    # --exclude/--hybrid name nodes of the prepared graph, before ptq's rewrites.
+    notes = list(loaded.notes) + unmatched_names(config, _nodes(model))
 
     saved = read_ranges(config.load_ranges) if config.load_ranges is not None else None
     config = equalization.resolve(config, saved)
@@ -143,14 +134,14 @@ def _convert(path, config: Config | None, progress: Progress | None, calibration
     # equalized copy goes through the same static pipeline (``tuning.equalization``).
     trial = equalization.candidate(model, config, recipe, progress, fit) if split is not None else None
     # The op list follows source nodes into the graph the rewrites left: taken before quantizing.
-    prepared = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
+    prepared = _nodes(model)
     if config.fp16 and not config.static:  # float16 weights, float32 kernels instead of int8 (ptq.quantize.fp16)
         halved = fp16.convert(model)
         quantized = Quantized(halved.model, halved.decisions, recipe, 0, [fp16.describe(halved)])
     elif config.static:
         quantized = quantize_with_ranges(model, config, recipe, saved, progress, source, split)
         if trial is not None:
-            prepared_trial = [SourceNode(n.name, n.op_type, tuple(n.output)) for n in trial.model.graph.node]
+            prepared_trial = _nodes(trial.model)
             other = quantize_with_ranges(trial.model, config, trial.recipe, saved, progress, source, split)
             keep, note = equalization.pick(quantized, other)
             if keep is other:
@@ -169,12 +160,11 @@ def _convert(path, config: Config | None, progress: Progress | None, calibration
     added = passes.inserted(quantized.recipe)
     op_types = {n.name: n.op_type for n in quantized.model.graph.node if n.name in added}
     inserted = {name: (op_types[name], why) for name, why in added.items() if name in op_types}
-    prepared_nodes = prepared
     notes += [note for rewrite in quantized.recipe.rewrites for note in rewrite.notes]
     notes += quantized.notes
 
     written = write_outputs(
-        quantized.model, quantized.decisions, loaded.source_nodes, prepared_nodes, outputs, config, progress, cleaned, inserted
+        quantized.model, quantized.decisions, loaded.source_nodes, prepared, outputs, config, progress, cleaned, inserted
     )
     method = quantized.recipe.calibration_method
     return ConvertResult(
@@ -206,6 +196,11 @@ def resolve_outputs(source: Path, config: Config) -> OutputPaths:
     if not outputs.onnx.parent.is_dir():
         raise OutputError(f"output folder {outputs.onnx.parent} does not exist")
     return outputs
+
+
+def _nodes(model: onnx.ModelProto) -> list[SourceNode]:
+    """What the op list and the name checks need of a graph's nodes."""
+    return [SourceNode(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
 
 
 def unmatched_names(config: Config, prepared_nodes: list[SourceNode]) -> list[str]:

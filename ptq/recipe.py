@@ -177,7 +177,7 @@ class LatencyRecord:
             for c in self.thread_checks
         ]
         if self.slower_than_float:
-            parts.append("the written model is slower than the original float model here: no placement measured was not")
+            parts.append("the written model measured slower than the original float model here, and no output ptq measured was faster")
         if self.out_of_budget:
             parts.append("budget spent before every group was tried")
         return "; ".join(parts)

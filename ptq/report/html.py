@@ -56,6 +56,16 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return ticks
 
 
+def _y_gridlines(ticks, left: float, plot_width: float, sy, stroke: str) -> list[str]:
+    """A plot's horizontal grid lines at ``ticks`` with their labels left of the frame (``sy``:
+    value -> y)."""
+    parts = []
+    for t in ticks:
+        parts.append(f'<line x1="{left - 4}" y1="{sy(t):.1f}" x2="{left + plot_width}" y2="{sy(t):.1f}" stroke="{stroke}"/>')
+        parts.append(f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{_fmt_tick(t)}</text>')
+    return parts
+
+
 def _fmt_tick(v: float) -> str:
     if v == 0:
         return "0"
@@ -123,10 +133,7 @@ def histogram_svg(series: Sequence[tuple[str, Sequence[float]]], unit: str = "ms
         if lo <= t <= hi:
             body.append(f'<line x1="{sx(t):.1f}" y1="{top + ph}" x2="{sx(t):.1f}" y2="{top + ph + 4}" stroke="#999"/>')
             body.append(f'<text x="{sx(t):.1f}" y="{top + ph + 16}" text-anchor="middle">{_fmt_tick(t)}</text>')
-    for t in nice_ticks(0, ymax, 4):
-        if t <= ymax:
-            body.append(f'<line x1="{left - 4}" y1="{sy(t):.1f}" x2="{left + pw}" y2="{sy(t):.1f}" stroke="#eee"/>')
-            body.append(f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{_fmt_tick(t)}</text>')
+    body += _y_gridlines([t for t in nice_ticks(0, ymax, 4) if t <= ymax], left, pw, sy, "#eee")
     body.append(f'<text x="{left + pw / 2}" y="{height - 4}" text-anchor="middle">latency per run ({unit})</text>')
     body.append(
         f'<text x="14" y="{top + ph / 2}" transform="rotate(-90 14 {top + ph / 2})" text-anchor="middle">runs</text>'
@@ -166,10 +173,7 @@ def runs_svg(series: Sequence[tuple[str, Sequence[float]]], unit: str = "ms", wi
         return top + ph - (v - lo) / (hi - lo) * ph
 
     body = [f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ddd"/>']
-    for t in nice_ticks(lo, hi, 4):
-        if t <= hi:
-            body.append(f'<line x1="{left - 4}" y1="{sy(t):.1f}" x2="{left + pw}" y2="{sy(t):.1f}" stroke="#eee"/>')
-            body.append(f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{_fmt_tick(t)}</text>')
+    body += _y_gridlines([t for t in nice_ticks(lo, hi, 4) if t <= hi], left, pw, sy, "#eee")
     body.append(
         f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle">timed round (models interleaved)</text>'
     )
@@ -207,10 +211,7 @@ def columns_svg(values: Sequence[tuple[str, float, str]], y_label: str, legend: 
         return top + ph - (v - lo) / (hi - lo) * ph
 
     body = [f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ddd"/>']
-    for t in nice_ticks(lo, hi, 5):
-        if lo <= t <= hi:
-            body.append(f'<line x1="{left - 4}" y1="{sy(t):.1f}" x2="{left + pw}" y2="{sy(t):.1f}" stroke="#e6e6e6"/>')
-            body.append(f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{_fmt_tick(t)}</text>')
+    body += _y_gridlines([t for t in nice_ticks(lo, hi, 5) if lo <= t <= hi], left, pw, sy, "#e6e6e6")
     body.append(
         f'<text x="14" y="{top + ph / 2}" transform="rotate(-90 14 {top + ph / 2})" text-anchor="middle">{escape(y_label)}</text>'
     )
@@ -300,10 +301,7 @@ def tradeoff_svg(points: Sequence[dict], y_key: str, y_label: str, level: float 
         return top + ph - (min(max(v, lo), hi) - lo) / (hi - lo) * ph
 
     body = [f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ddd"/>']
-    for t in nice_ticks(lo, hi, 5):
-        if lo <= t <= hi:
-            body.append(f'<line x1="{left - 4}" y1="{sy(t):.1f}" x2="{left + pw}" y2="{sy(t):.1f}" stroke="#e6e6e6"/>')
-            body.append(f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{_fmt_tick(t)}</text>')
+    body += _y_gridlines([t for t in nice_ticks(lo, hi, 5) if lo <= t <= hi], left, pw, sy, "#e6e6e6")
     for t in nice_ticks(0, x_hi, 8):
         if 0 <= t <= x_hi and float(t).is_integer():
             body.append(f'<text x="{sx(t):.1f}" y="{top + ph + 14}" text-anchor="middle">{_fmt_tick(t)}</text>')

@@ -93,8 +93,8 @@ def apply(model: onnx.ModelProto, config: Config, recipe: Recipe, progress: Prog
     for rewrite in PASSES:
         repeat = recorded.get(rewrite.NAME)
         if rewrite.enabled(config) or (repeat is not None and replayed(repeat)):
-            if repeat is not None and repeat.measured:
-                result = rewrite.run(model, config, progress, fit, recorded[rewrite.NAME])
+            if repeat is not None and repeat.measured:  # repeated from what the saved run measured
+                result = rewrite.run(model, config, progress, fit, repeat)
             else:
                 result = rewrite.run(model, config, progress, fit)
             if rewrite.OPTION or result.changed:

@@ -31,7 +31,6 @@ from ptq import qmath
 from ptq.calibrate.runner import sample_values
 from ptq.config import Config, ImageFormat, Scheme
 from ptq.graph import attr, initializers
-from ptq.quantize.bias import apply_shifts
 from ptq.quantize.plan import Plan
 from ptq.recipe import Recipe, Scored
 
@@ -141,12 +140,6 @@ def shifts(model: onnx.ModelProto, plan: Plan, config: Config, data, indices: Se
         if shift is not None and np.all(np.isfinite(shift)):
             result[target.node] = shift
     return result
-
-
-def apply(model: onnx.ModelProto, plan: Plan, config: Config, data, indices: Sequence[int] | None = None) -> tuple[str, ...]:
-    """Correct the float biases in place (the weights as ``plan`` quantizes them); returns the
-    layers corrected, by node name."""
-    return apply_shifts(model, shifts(model, plan, config, data, indices))
 
 
 @dataclass(frozen=True)

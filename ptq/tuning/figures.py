@@ -129,31 +129,29 @@ class Target:
     def met(self, figures: Figures) -> bool:
         return not self.misses(figures)
 
+    def _ranked_cosine(self) -> str | None:
+        """The cosine figure ``rank`` orders by (a cosine target without an SQNR one, the plain
+        cosine before the pooled floor), as the name shared by ``Figures`` and this target."""
+        if self.sqnr_db is not None:
+            return None
+        return "cosine" if self.cosine is not None else "cosine_pooled" if self.cosine_pooled is not None else None
+
     def rank(self, figures: Figures) -> float:
         """A continuous figure (dB) for ordering regions by what they cost: the cosine on its
         dB scale for a cosine target, else the worst output's SQNR (top-1 and most metrics move
         in steps too coarse to rank by)."""
-        if self.cosine is not None and self.sqnr_db is None:
-            return cosine_db(figures.cosine)
-        if self.cosine_pooled is not None and self.sqnr_db is None:
-            return cosine_db(figures.cosine_pooled)
-        return min(figures.sqnr_db, MAX_DB)
+        cosine = self._ranked_cosine()
+        return cosine_db(getattr(figures, cosine)) if cosine else min(figures.sqnr_db, MAX_DB)
 
     def rank_label(self) -> str:
         """What ``rank`` measures, for an axis or a column."""
-        if self.cosine is not None and self.sqnr_db is None:
-            return "cosine as -10 log10(1 - cosine), dB"
-        if self.cosine_pooled is not None and self.sqnr_db is None:
-            return "pooled cosine as -10 log10(1 - cosine), dB"
-        return "SQNR of the worst output, dB"
+        labels = {"cosine": "cosine as -10 log10(1 - cosine), dB", "cosine_pooled": "pooled cosine as -10 log10(1 - cosine), dB"}
+        return labels.get(self._ranked_cosine(), "SQNR of the worst output, dB")
 
     def rank_level(self) -> float | None:
         """The target on ``rank``'s scale; None for top-1 and metric targets (not on that scale)."""
-        if self.cosine is not None and self.sqnr_db is None:
-            return cosine_db(self.cosine)
-        if self.cosine_pooled is not None and self.sqnr_db is None:
-            return cosine_db(self.cosine_pooled)
-        return self.sqnr_db
+        cosine = self._ranked_cosine()
+        return cosine_db(getattr(self, cosine)) if cosine else self.sqnr_db
 
     def tightened(self, margin_db: float) -> "Target":
         """This target with ``margin_db`` to spare on the dB scales: SQNR ``+ margin_db``, cosine with

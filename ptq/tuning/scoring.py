@@ -41,7 +41,6 @@ MAX_MODEL_BYTES = 512 * 2**20
 Ranges = dict[str, tuple[float, float]]
 
 
-
 class Scoring:
     """The scoring samples and the float model's outputs on them, computed once per conversion
     and shared by every accuracy-aware choice (method, hybrid groups, float fallback, accuracy
@@ -64,9 +63,9 @@ class Scoring:
         self.scored_on = split.scored_on if split is not None else f"{len(self.feeds)} calibration samples"
         # Serialized here rather than by ``session``: the caller checked the size already, and
         # ``session`` would measure it again (ByteSize costs a serialization: 0.12 s on MiniLM).
-        float_session = session(model.SerializeToString(), threads=1)
-        self.names = [o.name for o in float_session.get_outputs() if o.type == "tensor(float)"]
-        self.reference = _float_outputs(float_session, self.feeds)
+        self._float_session = session(model.SerializeToString(), threads=1)  # kept for ``other_samples``
+        self.names = [o.name for o in self._float_session.get_outputs() if o.type == "tensor(float)"]
+        self.reference = _float_outputs(self._float_session, self.feeds)
         self.weight_memo = WeightMemo()  # the candidates share ``model``'s weights
 
     @functools.cached_property
@@ -80,8 +79,8 @@ class Scoring:
 
     def timed_outputs(self, candidate: onnx.ModelProto, feeds: list[dict] | None = None) -> tuple[list[list[np.ndarray]], float]:
         """``outputs``, and the median wall time of one run (ms) over the samples: one run each,
-        1 thread, in a fresh session, on a machine that may be busy: a rough latency that costs
-        nothing extra (the runs are made for the scores anyway)."""
+        1 thread, no warm-up, on a machine that may be busy: a rough latency that costs nothing
+        extra (the runs are made for the scores anyway)."""
         sess = session(candidate.SerializeToString(), threads=1)
         names = [o.name for o in sess.get_outputs() if o.type == "tensor(float)"]
         outputs, times = [], []
@@ -95,7 +94,7 @@ class Scoring:
         """The calibration samples at ``positions`` and the float model's outputs on them (for
         cross-validated scoring, ``tuning.method``)."""
         feeds = self._read(tuple(positions))
-        return feeds, _float_outputs(session(self.model.SerializeToString(), threads=1), feeds)
+        return feeds, _float_outputs(self._float_session, feeds)
 
     def score(self, candidate: onnx.ModelProto) -> float:
         """``output_score`` of ``candidate`` (an int8 model no larger than the float one)."""

@@ -140,6 +140,7 @@ class SearchResult:
         return lines
 
     def to_json(self) -> dict:
+        chosen = self.chosen_trial()
         return {
             "target": self.target.describe(),
             "collapse": self.collapse,
@@ -152,12 +153,12 @@ class SearchResult:
             "trials": self.trials,
             "seconds": self.seconds,
             "rank": {"label": self.target.rank_label(), "target": self.target.rank_level()},
-            "curve": [self._trial_json(t) for t in self.curve],
-            "tradeoff": [self._trial_json(t) for t in self.tradeoff()],
+            "curve": [self._trial_json(t, chosen) for t in self.curve],
+            "tradeoff": [self._trial_json(t, chosen) for t in self.tradeoff()],
         }
 
-    def _trial_json(self, trial: Trial) -> dict:
-        return {**trial.to_json(), "rank_db": self.target.rank(trial.figures), "written": trial is self.chosen_trial()}
+    def _trial_json(self, trial: Trial, chosen: Trial | None) -> dict:
+        return {**trial.to_json(), "rank_db": self.target.rank(trial.figures), "written": trial is chosen}
 
 
 def figures_for(scoring: Scoring, plan: Plan, ranges: Ranges, config: Config, metric: Metric | None) -> Figures:
